@@ -1,0 +1,182 @@
+//! Parties and accounts: who money belongs to, named as `contract.md` names them
+//! (`escrow:<payment>`, `seller:<ref>`, `platform:fees`, ...). Names are stored, so their
+//! text form is a contract.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A reference to a party or a legacy object: one of ours (a UUID) or an outside text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reference {
+    /// An entity with a UUID (a user, a purchase request, ...).
+    Entity {
+        /// The entity's id.
+        id: Uuid,
+    },
+    /// An outside reference kept verbatim (`"tmpl_8f2a"`, `"webhook:coinbase"`).
+    External {
+        /// The reference text; never empty.
+        #[serde(rename = "ref")]
+        reference: String,
+    },
+}
+
+impl Reference {
+    /// An entity reference.
+    pub fn entity(id: Uuid) -> Self {
+        Reference::Entity { id }
+    }
+
+    /// An external reference.
+    pub fn external(reference: impl Into<String>) -> Self {
+        Reference::External {
+            reference: reference.into(),
+        }
+    }
+
+    /// The text used inside account names: the UUID, or `ext:<text>`.
+    pub fn account_key(&self) -> String {
+        match self {
+            Reference::Entity { id } => id.to_string(),
+            Reference::External { reference } => format!("ext:{reference}"),
+        }
+    }
+
+    fn from_account_key(key: &str) -> Option<Self> {
+        if let Some(text) = key.strip_prefix("ext:") {
+            return (!text.is_empty()).then(|| Reference::external(text));
+        }
+        Uuid::parse_str(key).ok().map(Reference::entity)
+    }
+}
+
+/// A ledger account. Balances are never stored as truth: they are sums of postings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Account {
+    /// Money outside the ledger at a payment provider; negative after deposits.
+    External(String),
+    /// What a payment holds in escrow.
+    Escrow(Uuid),
+    /// What the ledger owes a seller.
+    Seller(Reference),
+    /// What the ledger owes a buyer.
+    Buyer(Reference),
+    /// Platform fee revenue.
+    PlatformFees,
+    /// Anti-money-laundering fee revenue.
+    PlatformAmlFees,
+    /// The counter-account of manual corrections.
+    PlatformAdjustments,
+    /// Money the importer could not place (orphan ledger entries).
+    PlatformSuspense,
+}
+
+/// An account name that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an account name (external:<provider>, escrow:<uuid>, seller:<ref>, buyer:<ref>, platform:fees|aml_fees|adjustments|suspense)")]
+pub struct InvalidAccount(pub String);
+
+/// Checks a provider name: free text of `[a-z0-9_]+`.
+pub fn is_valid_provider(provider: &str) -> bool {
+    !provider.is_empty()
+        && provider
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Account::External(p) => write!(f, "external:{p}"),
+            Account::Escrow(id) => write!(f, "escrow:{id}"),
+            Account::Seller(r) => write!(f, "seller:{}", r.account_key()),
+            Account::Buyer(r) => write!(f, "buyer:{}", r.account_key()),
+            Account::PlatformFees => f.write_str("platform:fees"),
+            Account::PlatformAmlFees => f.write_str("platform:aml_fees"),
+            Account::PlatformAdjustments => f.write_str("platform:adjustments"),
+            Account::PlatformSuspense => f.write_str("platform:suspense"),
+        }
+    }
+}
+
+impl FromStr for Account {
+    type Err = InvalidAccount;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidAccount(s.to_owned());
+        let (kind, rest) = s.split_once(':').ok_or_else(invalid)?;
+        match kind {
+            "external" if is_valid_provider(rest) => Ok(Account::External(rest.to_owned())),
+            "escrow" => Uuid::parse_str(rest).map(Account::Escrow).map_err(|_| invalid()),
+            "seller" => Reference::from_account_key(rest).map(Account::Seller).ok_or_else(invalid),
+            "buyer" => Reference::from_account_key(rest).map(Account::Buyer).ok_or_else(invalid),
+            "platform" => match rest {
+                "fees" => Ok(Account::PlatformFees),
+                "aml_fees" => Ok(Account::PlatformAmlFees),
+                "adjustments" => Ok(Account::PlatformAdjustments),
+                "suspense" => Ok(Account::PlatformSuspense),
+                _ => Err(invalid()),
+            },
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl Serialize for Account {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Account {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names_round_trip() {
+        let id = Uuid::nil();
+        for account in [
+            Account::External("coinbase_commerce".into()),
+            Account::Escrow(id),
+            Account::Seller(Reference::entity(id)),
+            Account::Buyer(Reference::external("merchant 7")),
+            Account::PlatformFees,
+            Account::PlatformAmlFees,
+            Account::PlatformAdjustments,
+            Account::PlatformSuspense,
+        ] {
+            assert_eq!(account.to_string().parse::<Account>().unwrap(), account);
+        }
+        assert_eq!(
+            Account::Buyer(Reference::external("m7")).to_string(),
+            "buyer:ext:m7"
+        );
+    }
+
+    #[test]
+    fn bad_account_names_are_refused() {
+        for bad in ["external:Stripe", "escrow:42", "seller:ext:", "platform:cash", "fees", ""] {
+            assert!(bad.parse::<Account>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn references_serialize_as_the_contract_says() {
+        let r: Reference = serde_json::from_str(r#"{"kind":"external","ref":"tmpl_8f2a"}"#).unwrap();
+        assert_eq!(r, Reference::external("tmpl_8f2a"));
+        let json = serde_json::to_value(Reference::entity(Uuid::nil())).unwrap();
+        assert_eq!(json["kind"], "entity");
+        assert!(serde_json::from_str::<Reference>(r#"{"kind":"entity","id":"x"}"#).is_err());
+    }
+}

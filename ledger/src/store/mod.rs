@@ -1,0 +1,80 @@
+//! The PostgreSQL event store: appending with optimistic concurrency, reading streams and
+//! the global feed in feed order, and verifying the store's integrity. The domain knows
+//! nothing of this module; this module knows nothing of what events mean.
+
+mod append;
+mod error;
+pub mod hash;
+mod pool;
+mod read;
+mod verify;
+
+pub use append::{append, AppendedEvent};
+pub use error::StoreError;
+pub use pool::{connect, PoolSettings, SERVICE_ROLE};
+pub use read::{
+    feed_position_of, read_feed, read_stream, stream_version, watermark, Watermark,
+};
+pub use verify::{parse_digest, verify, Fault, VerifyReport};
+
+use sqlx::PgPool;
+
+use crate::event::StreamAppend;
+
+/// The event store over a connection pool; the use case that needs more than one append
+/// in a transaction calls [`append`] with its own transaction instead.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+impl EventStore {
+    /// A store over `pool` (connected as the service role).
+    pub fn new(pool: PgPool) -> Self {
+        EventStore { pool }
+    }
+
+    /// The pool, for queries beside the store.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Appends to one or more streams in one transaction: all or nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a stream is not at its expected version (with the
+    /// actual version read after the failed attempt), [`StoreError::InvalidAppend`] for an
+    /// empty append or a payload that is not an object, [`StoreError::Database`] otherwise.
+    pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<AppendedEvent>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        match append(&mut tx, appends).await {
+            Ok(done) => {
+                tx.commit().await?;
+                Ok(done)
+            }
+            Err(err) => {
+                tx.rollback().await?;
+                Err(self.fill_conflict(err, appends).await)
+            }
+        }
+    }
+
+    /// After a conflict found by the unique constraint, names the stream and its version.
+    async fn fill_conflict(&self, err: StoreError, appends: &[StreamAppend]) -> StoreError {
+        let StoreError::Conflict { actual: None, .. } = err else {
+            return err;
+        };
+        for a in appends {
+            if let Ok(actual) = stream_version(&self.pool, a.stream_id).await {
+                if !a.expected.admits(actual) {
+                    return StoreError::Conflict {
+                        stream_id: a.stream_id,
+                        expected: a.expected,
+                        actual: Some(actual),
+                    };
+                }
+            }
+        }
+        err
+    }
+}
