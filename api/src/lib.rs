@@ -1,1 +1,10 @@
-//! placeholder
+//! The HTTP API and the command line of `escrow-ledger`: wires the ledger, the projections
+//! and the importer together. The only crate that knows HTTP.
+
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod cluster;
+pub mod db;
+pub mod serve;
+pub mod telemetry;

@@ -1,0 +1,219 @@
+//! Bearer tokens: the tokens file holds `<role> <name> <sha256 hex>` lines, never a token
+//! in clear; a request's token is hashed and compared in constant time.
+
+use std::fmt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What a token may do (`contract.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Payment commands, dispute commands by parties; reads payments and disputes.
+    Coordinator,
+    /// Dispute administration and adjustments; reads payments, disputes and accounts.
+    Admin,
+    /// Every read, no command.
+    Finance,
+}
+
+impl Role {
+    /// Parses a role name.
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "coordinator" => Some(Role::Coordinator),
+            "admin" => Some(Role::Admin),
+            "finance" => Some(Role::Finance),
+            _ => None,
+        }
+    }
+
+    /// The role's name as written in the tokens file and in event metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Admin => "admin",
+            Role::Finance => "finance",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The caller a token identifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Its role.
+    pub role: Role,
+    /// The name the token was issued to.
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    hash: [u8; 32],
+    principal: Principal,
+}
+
+/// The known tokens, by hash.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    entries: Vec<Entry>,
+}
+
+/// A tokens file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    /// The file cannot be read.
+    #[error("cannot read tokens file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A line is not `<role> <name> <sha256 hex>`.
+    #[error("tokens file line {line}: {reason}")]
+    Malformed {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Tokens {
+    /// Reads a tokens file.
+    ///
+    /// # Errors
+    /// [`TokensError`] naming the line at fault.
+    pub fn load(path: &Path) -> Result<Tokens, TokensError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Tokens::parse(&text)
+    }
+
+    /// Parses the tokens file's text.
+    ///
+    /// # Errors
+    /// [`TokensError::Malformed`].
+    pub fn parse(text: &str) -> Result<Tokens, TokensError> {
+        let mut entries = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let malformed = |reason: &str| TokensError::Malformed {
+                line: i + 1,
+                reason: reason.to_owned(),
+            };
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let [role, name, hash] = parts.as_slice() else {
+                return Err(malformed("expected `<role> <name> <sha256 hex>`"));
+            };
+            let role = Role::parse(role).ok_or_else(|| malformed("role must be coordinator, admin or finance"))?;
+            let bytes = hex::decode(hash).map_err(|_| malformed("the hash is not hex"))?;
+            let hash: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| malformed("the hash must be 64 hex digits (sha256)"))?;
+            entries.push(Entry {
+                hash,
+                principal: Principal {
+                    role,
+                    name: (*name).to_owned(),
+                },
+            });
+        }
+        Ok(Tokens { entries })
+    }
+
+    /// Adds a token in clear (tests and the demo).
+    pub fn insert(&mut self, token: &str, role: Role, name: &str) {
+        self.entries.push(Entry {
+            hash: hash_token(token),
+            principal: Principal {
+                role,
+                name: name.to_owned(),
+            },
+        });
+    }
+
+    /// The principal of a presented token, comparing every entry in constant time.
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        let presented = hash_token(token);
+        let mut found = None;
+        for e in &self.entries {
+            if bool::from(e.hash.ct_eq(&presented)) {
+                found = Some(e.principal.clone());
+            }
+        }
+        found
+    }
+}
+
+/// SHA-256 of a token.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new random token (256 bits from the OS's generator), hex encoded.
+pub fn new_token() -> String {
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    let c = uuid::Uuid::new_v4();
+    // v4 UUIDs carry 122 random bits each; three give more than 256.
+    let mut bytes = Vec::with_capacity(48);
+    bytes.extend_from_slice(a.as_bytes());
+    bytes.extend_from_slice(b.as_bytes());
+    bytes.extend_from_slice(c.as_bytes());
+    format!("el_{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+/// `escrow-ledger token`: prints a token and its tokens-file line.
+///
+/// # Errors
+/// An unknown role or a name with blanks.
+pub fn print_new_token(role: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("--role must be coordinator, admin or finance"))?;
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '#') {
+        anyhow::bail!("--name must be non-empty, without blanks or '#'");
+    }
+    let token = new_token();
+    println!("token: {token}");
+    println!("tokens file line: {role} {name} {}", hex::encode(hash_token(&token)));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_authenticates_by_its_hash_only() {
+        let token = new_token();
+        let file = format!("# comment\ncoordinator checkout {}\n", hex::encode(hash_token(&token)));
+        let tokens = Tokens::parse(&file).unwrap();
+        assert_eq!(
+            tokens.authenticate(&token),
+            Some(Principal { role: Role::Coordinator, name: "checkout".into() })
+        );
+        assert_eq!(tokens.authenticate("el_wrong"), None);
+        assert!(!file.contains(&token));
+    }
+
+    #[test]
+    fn malformed_lines_are_named() {
+        let err = Tokens::parse("coordinator x\n").unwrap_err();
+        assert!(matches!(err, TokensError::Malformed { line: 1, .. }));
+        assert!(Tokens::parse("root x 00").is_err());
+    }
+}
