@@ -8,9 +8,9 @@
 #    server programs with apt-get if they are missing) and tears it down on exit.
 #    Exports TEST_DATABASE_URL (tests create one database per test from it).
 #    An already set TEST_DATABASE_URL is used as is.
-# 2. MongoDB wire protocol for the importer tests: secantusdb (in-memory) from a venv at
-#    .venv, on a free port; exports TEST_MONGO_URI. An already set TEST_MONGO_URI is used
-#    as is.
+# 2. MongoDB wire protocol for the importer tests: secantusdb (in-memory; version pinned,
+#    SECANTUSDB_VERSION overrides it) from a venv at .venv, on a free port; exports
+#    TEST_MONGO_URI. An already set TEST_MONGO_URI is used as is.
 # 3. Runs `cargo nextest run --workspace --no-fail-fast` (or `cargo test --workspace`),
 #    passing "$@", and exits with its status after the teardown.
 set -euo pipefail
@@ -144,7 +144,7 @@ else
             python3 -m venv "$venv" || die "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
         fi
         log "installing secantusdb into $venv"
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check secantusdb
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "secantusdb==${SECANTUSDB_VERSION:-0.7.0b3}"
     fi
     mongo_port=$(free_port)
     "$venv/bin/secantusd-py" --host 127.0.0.1 --port "$mongo_port" --storage-path :memory: \

@@ -8,3 +8,5 @@ pub mod cluster;
 pub mod db;
 pub mod serve;
 pub mod telemetry;
+pub mod commands;
+pub mod http;

@@ -1,13 +1,21 @@
-//! `escrow-ledger serve`: the HTTP API.
+//! `escrow-ledger serve`: the HTTP API over the service's pool, until Ctrl-C or SIGTERM.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use clap::Args;
+use ledger::store::{self, PoolSettings};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::auth::Tokens;
+use crate::db;
+use crate::http::{app, AppState};
 
 /// Options of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on (port 0: any free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub bind: String,
     /// Do not run the projectors in this process.
@@ -16,14 +24,77 @@ pub struct ServeArgs {
     /// The tokens file (`<role> <name> <sha256 hex>` lines).
     #[arg(long, env = "API_TOKENS_FILE")]
     pub tokens_file: Option<std::path::PathBuf>,
+    /// Most database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
+    pub max_connections: u32,
 }
 
-/// Serves until Ctrl-C.
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder already installed (tests): ours then only renders empty.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Serves until Ctrl-C or SIGTERM.
 ///
 /// # Errors
-/// The database or the address cannot be used.
-#[allow(clippy::unused_async)]
-pub async fn run(_url: Option<&str>, _data_dir: Option<std::path::PathBuf>, _args: ServeArgs) -> anyhow::Result<ExitCode> {
-    eprintln!("escrow-ledger serve: not built yet (it comes with the escrow commands issue)");
-    Ok(ExitCode::from(2))
+/// The database, the tokens file or the address cannot be used.
+pub async fn run(url: Option<&str>, data_dir: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let options = db::resolve(url, data_dir).await?;
+    let tokens = match &args.tokens_file {
+        Some(path) => Tokens::load(path)?,
+        None => {
+            tracing::warn!("no API_TOKENS_FILE: every request needing a token will be refused");
+            Tokens::default()
+        }
+    };
+    let pool = store::connect(
+        options,
+        &PoolSettings {
+            max_connections: args.max_connections,
+            ..PoolSettings::default()
+        },
+    )
+    .await?;
+    let state = AppState {
+        pool,
+        tokens: Arc::new(tokens),
+        metrics: metrics_handle(),
+    };
+    let listener = tokio::net::TcpListener::bind(&args.bind).await?;
+    let local = listener.local_addr()?;
+    println!("listening on http://{local}");
+    std::io::stdout().flush()?;
+    tracing::info!(%local, projectors = !args.no_projectors, "serving");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
 }

@@ -111,9 +111,15 @@ impl FromStr for Account {
         let (kind, rest) = s.split_once(':').ok_or_else(invalid)?;
         match kind {
             "external" if is_valid_provider(rest) => Ok(Account::External(rest.to_owned())),
-            "escrow" => Uuid::parse_str(rest).map(Account::Escrow).map_err(|_| invalid()),
-            "seller" => Reference::from_account_key(rest).map(Account::Seller).ok_or_else(invalid),
-            "buyer" => Reference::from_account_key(rest).map(Account::Buyer).ok_or_else(invalid),
+            "escrow" => Uuid::parse_str(rest)
+                .map(Account::Escrow)
+                .map_err(|_| invalid()),
+            "seller" => Reference::from_account_key(rest)
+                .map(Account::Seller)
+                .ok_or_else(invalid),
+            "buyer" => Reference::from_account_key(rest)
+                .map(Account::Buyer)
+                .ok_or_else(invalid),
             "platform" => match rest {
                 "fees" => Ok(Account::PlatformFees),
                 "aml_fees" => Ok(Account::PlatformAmlFees),
@@ -166,14 +172,22 @@ mod tests {
 
     #[test]
     fn bad_account_names_are_refused() {
-        for bad in ["external:Stripe", "escrow:42", "seller:ext:", "platform:cash", "fees", ""] {
+        for bad in [
+            "external:Stripe",
+            "escrow:42",
+            "seller:ext:",
+            "platform:cash",
+            "fees",
+            "",
+        ] {
             assert!(bad.parse::<Account>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn references_serialize_as_the_contract_says() {
-        let r: Reference = serde_json::from_str(r#"{"kind":"external","ref":"tmpl_8f2a"}"#).unwrap();
+        let r: Reference =
+            serde_json::from_str(r#"{"kind":"external","ref":"tmpl_8f2a"}"#).unwrap();
         assert_eq!(r, Reference::external("tmpl_8f2a"));
         let json = serde_json::to_value(Reference::entity(Uuid::nil())).unwrap();
         assert_eq!(json["kind"], "entity");

@@ -35,7 +35,10 @@ pub enum DecodeError {
 ///
 /// # Errors
 /// [`DecodeError::Payload`].
-pub fn payload_as<T: DeserializeOwned>(event_type: &str, payload: &Value) -> Result<T, DecodeError> {
+pub fn payload_as<T: DeserializeOwned>(
+    event_type: &str,
+    payload: &Value,
+) -> Result<T, DecodeError> {
     T::deserialize(payload).map_err(|e| DecodeError::Payload {
         event_type: event_type.to_owned(),
         message: e.to_string(),

@@ -4,12 +4,17 @@
 //! mean.
 
 pub mod account;
+pub mod decode;
+pub mod dispute;
 pub mod event;
 pub mod money;
+pub mod payment;
 pub mod posting;
+pub mod refusal;
 pub mod store;
 
 pub use account::{Account, Reference};
 pub use event::{ExpectedVersion, FeedPosition, Metadata, NewEvent, RecordedEvent, StreamAppend};
 pub use money::{Asset, MoneyError};
 pub use posting::Posting;
+pub use refusal::RefusalKind;

@@ -199,16 +199,23 @@ mod tests {
         assert_eq!(parse_decimal_exact("-3").unwrap().to_string(), "-3");
         assert_eq!(parse_decimal_exact("0.000").unwrap(), Decimal::ZERO);
         assert_eq!(
-            parse_decimal_exact("1234567890123456789012345678").unwrap().to_string(),
+            parse_decimal_exact("1234567890123456789012345678")
+                .unwrap()
+                .to_string(),
             "1234567890123456789012345678"
         );
     }
 
     #[test]
     fn refuses_what_is_not_plain() {
-        for bad in ["1e3", "NaN", "", "-", "1.", ".5", " 1", "+1", "1,5", "Infinity", "0x10"] {
+        for bad in [
+            "1e3", "NaN", "", "-", "1.", ".5", " 1", "+1", "1,5", "Infinity", "0x10",
+        ] {
             assert!(
-                matches!(parse_decimal_exact(bad), Err(MoneyError::NotPlainDecimal(_))),
+                matches!(
+                    parse_decimal_exact(bad),
+                    Err(MoneyError::NotPlainDecimal(_))
+                ),
                 "{bad}"
             );
         }
@@ -228,7 +235,12 @@ mod tests {
 
     #[test]
     fn scale_is_checked_by_value() {
-        assert_eq!(parse_positive_amount(Asset::Usd, "125.500").unwrap().to_string(), "125.5");
+        assert_eq!(
+            parse_positive_amount(Asset::Usd, "125.500")
+                .unwrap()
+                .to_string(),
+            "125.5"
+        );
         assert!(matches!(
             parse_positive_amount(Asset::Usd, "125.505"),
             Err(MoneyError::TooFine { .. })
@@ -242,8 +254,14 @@ mod tests {
 
     #[test]
     fn zero_and_negative_are_not_positive() {
-        assert!(matches!(parse_positive_amount(Asset::Usd, "0"), Err(MoneyError::NotPositive(_))));
-        assert!(matches!(parse_positive_amount(Asset::Usd, "-5"), Err(MoneyError::NotPositive(_))));
+        assert!(matches!(
+            parse_positive_amount(Asset::Usd, "0"),
+            Err(MoneyError::NotPositive(_))
+        ));
+        assert!(matches!(
+            parse_positive_amount(Asset::Usd, "-5"),
+            Err(MoneyError::NotPositive(_))
+        ));
     }
 
     #[test]

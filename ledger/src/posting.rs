@@ -77,24 +77,50 @@ mod tests {
 
     #[test]
     fn a_transfer_balances() {
-        let legs = transfer(Account::PlatformFees, Account::PlatformSuspense, Asset::Usd, Decimal::TEN);
+        let legs = transfer(
+            Account::PlatformFees,
+            Account::PlatformSuspense,
+            Asset::Usd,
+            Decimal::TEN,
+        );
         assert_eq!(check_balanced(&legs), Ok(()));
         assert_eq!(legs[0].amount, -Decimal::TEN);
     }
 
     #[test]
     fn unbalanced_and_zero_legs_are_refused() {
-        let mut legs = transfer(Account::PlatformFees, Account::PlatformSuspense, Asset::Usd, Decimal::TEN).to_vec();
+        let mut legs = transfer(
+            Account::PlatformFees,
+            Account::PlatformSuspense,
+            Asset::Usd,
+            Decimal::TEN,
+        )
+        .to_vec();
         legs[1].amount = Decimal::ONE;
-        assert!(matches!(check_balanced(&legs), Err(PostingError::Unbalanced { .. })));
+        assert!(matches!(
+            check_balanced(&legs),
+            Err(PostingError::Unbalanced { .. })
+        ));
         legs[1].amount = Decimal::ZERO;
-        assert!(matches!(check_balanced(&legs), Err(PostingError::ZeroLeg(_))));
+        assert!(matches!(
+            check_balanced(&legs),
+            Err(PostingError::ZeroLeg(_))
+        ));
     }
 
     #[test]
     fn each_asset_balances_on_its_own() {
-        let mut legs = transfer(Account::PlatformFees, Account::PlatformSuspense, Asset::Usd, Decimal::TEN).to_vec();
+        let mut legs = transfer(
+            Account::PlatformFees,
+            Account::PlatformSuspense,
+            Asset::Usd,
+            Decimal::TEN,
+        )
+        .to_vec();
         legs[1].asset = Asset::Eur;
-        assert!(matches!(check_balanced(&legs), Err(PostingError::Unbalanced { .. })));
+        assert!(matches!(
+            check_balanced(&legs),
+            Err(PostingError::Unbalanced { .. })
+        ));
     }
 }

@@ -352,6 +352,12 @@ impl PaymentEvent {
         metadata: &Metadata,
         occurred_at: DateTime<Utc>,
     ) -> NewEvent {
-        NewEvent::new(self.event_type(), self.payload(), metadata, occurred_at, postings)
+        NewEvent::new(
+            self.event_type(),
+            self.payload(),
+            metadata,
+            occurred_at,
+            postings,
+        )
     }
 }

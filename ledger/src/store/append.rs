@@ -78,7 +78,10 @@ SELECT position, event_id FROM ev
 /// [`StoreError::InvalidAppend`], [`StoreError::Conflict`] (whose `actual` is `None` when
 /// found by the constraint: the transaction is then aborted),
 /// [`StoreError::DuplicateEvent`], or [`StoreError::Database`].
-pub async fn append(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Vec<AppendedEvent>, StoreError> {
+pub async fn append(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<Vec<AppendedEvent>, StoreError> {
     validate(appends)?;
     let stream_ids: Vec<Uuid> = appends.iter().map(|a| a.stream_id).collect();
     let heads: HashMap<Uuid, (i64, Vec<u8>)> = sqlx::query_as::<_, (Uuid, i64, Vec<u8>)>(
@@ -149,7 +152,8 @@ pub async fn append(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result
             rows.payload.push(Json(payload));
             rows.metadata.push(Json(metadata));
             rows.occurred_at.push(occurred_at);
-            rows.prev_hash.push(std::mem::replace(&mut prev, hash.to_vec()));
+            rows.prev_hash
+                .push(std::mem::replace(&mut prev, hash.to_vec()));
             rows.hash.push(hash.to_vec());
         }
     }
@@ -220,7 +224,10 @@ fn validate(appends: &[StreamAppend]) -> Result<(), StoreError> {
                 return invalid("event type empty or schema version below 1".into());
             }
             if has_nul(&e.payload) || has_nul(&e.metadata) {
-                return invalid(format!("{} holds U+0000, which PostgreSQL cannot store", e.event_type));
+                return invalid(format!(
+                    "{} holds U+0000, which PostgreSQL cannot store",
+                    e.event_type
+                ));
             }
             if let Err(err) = check_balanced(&e.postings) {
                 return invalid(format!("postings of {}: {err}", e.event_type));
@@ -243,11 +250,15 @@ fn has_nul(v: &Value) -> bool {
 /// zero, so `-0.0` is written as `0.0`.
 fn normalize(v: &Value) -> Value {
     match v {
-        Value::Number(n) if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) && n.is_f64() => {
+        Value::Number(n)
+            if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) && n.is_f64() =>
+        {
             serde_json::Number::from_f64(0.0).map_or(Value::Null, Value::Number)
         }
         Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), normalize(v))).collect())
+        }
         other => other.clone(),
     }
 }

@@ -137,7 +137,10 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {
         let mut a = Vec::new();
-        canonical_json(&json!({"b": 1, "a": {"z": [1, {"y": 2, "x": 3}], "c": "é\n"}}), &mut a);
+        canonical_json(
+            &json!({"b": 1, "a": {"z": [1, {"y": 2, "x": 3}], "c": "é\n"}}),
+            &mut a,
+        );
         assert_eq!(
             String::from_utf8(a).unwrap(),
             r#"{"a":{"c":"é\n","z":[1,{"x":3,"y":2}]},"b":1}"#
@@ -165,7 +168,25 @@ mod tests {
         assert_eq!(h, event_hash(&GENESIS, &input));
         assert_ne!(h, event_hash(&[1; 32], &input));
         let other = json!({"amount": "1.01"});
-        assert_ne!(h, event_hash(&GENESIS, &HashInput { payload: &other, ..input }));
-        assert_ne!(h, event_hash(&GENESIS, &HashInput { version: 2, ..input }));
+        assert_ne!(
+            h,
+            event_hash(
+                &GENESIS,
+                &HashInput {
+                    payload: &other,
+                    ..input
+                }
+            )
+        );
+        assert_ne!(
+            h,
+            event_hash(
+                &GENESIS,
+                &HashInput {
+                    version: 2,
+                    ..input
+                }
+            )
+        );
     }
 }

@@ -35,7 +35,10 @@ impl Default for PoolSettings {
 ///
 /// # Errors
 /// The database is unreachable, or the role does not exist yet (run `migrate`).
-pub async fn connect(options: PgConnectOptions, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(
+    options: PgConnectOptions,
+    settings: &PoolSettings,
+) -> Result<PgPool, sqlx::Error> {
     let idle_ms = settings.idle_in_transaction_timeout.as_millis();
     PgPoolOptions::new()
         .max_connections(settings.max_connections)

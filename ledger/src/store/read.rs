@@ -25,7 +25,10 @@ const COLUMNS: &str = "e.position, e.tx_id::text::int8 AS tx_id, e.stream_id, e.
 ///
 /// # Errors
 /// A database error, or a stored posting that no longer parses.
-pub async fn read_stream<'e>(exec: impl PgExecutor<'e>, stream_id: Uuid) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+pub async fn read_stream<'e>(
+    exec: impl PgExecutor<'e>,
+    stream_id: Uuid,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM events e WHERE e.stream_id = $1 ORDER BY e.version");
     sqlx::query(&sql)
         .bind(stream_id)
@@ -38,7 +41,10 @@ pub async fn read_stream<'e>(exec: impl PgExecutor<'e>, stream_id: Uuid) -> Resu
 ///
 /// # Errors
 /// A database error.
-pub async fn stream_version<'e>(exec: impl PgExecutor<'e>, stream_id: Uuid) -> Result<i64, sqlx::Error> {
+pub async fn stream_version<'e>(
+    exec: impl PgExecutor<'e>,
+    stream_id: Uuid,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT coalesce(max(version), 0)::int8 FROM events WHERE stream_id = $1")
         .bind(stream_id)
         .fetch_one(exec)
@@ -74,14 +80,18 @@ pub async fn read_feed<'e>(
 ///
 /// # Errors
 /// A database error.
-pub async fn feed_position_of<'e>(exec: impl PgExecutor<'e>, position: i64) -> Result<Option<FeedPosition>, sqlx::Error> {
+pub async fn feed_position_of<'e>(
+    exec: impl PgExecutor<'e>,
+    position: i64,
+) -> Result<Option<FeedPosition>, sqlx::Error> {
     if position == 0 {
         return Ok(Some(FeedPosition::START));
     }
-    let tx: Option<i64> = sqlx::query_scalar("SELECT tx_id::text::int8 FROM events WHERE position = $1")
-        .bind(position)
-        .fetch_optional(exec)
-        .await?;
+    let tx: Option<i64> =
+        sqlx::query_scalar("SELECT tx_id::text::int8 FROM events WHERE position = $1")
+            .bind(position)
+            .fetch_optional(exec)
+            .await?;
     Ok(tx.map(|tx_id| FeedPosition { tx_id, position }))
 }
 
@@ -131,7 +141,9 @@ fn to_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
         .map(|StoredPosting(account, asset, amount)| {
             let decode = |m: String| sqlx::Error::Decode(m.into());
             Ok(Posting {
-                account: account.parse::<Account>().map_err(|e| decode(e.to_string()))?,
+                account: account
+                    .parse::<Account>()
+                    .map_err(|e| decode(e.to_string()))?,
                 asset: asset.parse::<Asset>().map_err(|e| decode(e.to_string()))?,
                 amount: parse_decimal_exact(&amount).map_err(|e| decode(e.to_string()))?,
             })

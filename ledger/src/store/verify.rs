@@ -108,7 +108,10 @@ impl VerifyReport {
 ///
 /// # Errors
 /// A database error (faults in the data are in the report, not errors).
-pub async fn verify(pool: &PgPool, expected: Option<(i64, [u8; 32])>) -> Result<VerifyReport, sqlx::Error> {
+pub async fn verify(
+    pool: &PgPool,
+    expected: Option<(i64, [u8; 32])>,
+) -> Result<VerifyReport, sqlx::Error> {
     let mut heads: HashMap<Uuid, (i64, Vec<u8>)> = HashMap::new();
     let mut report = VerifyReport {
         events: 0,
@@ -147,7 +150,10 @@ pub async fn verify(pool: &PgPool, expected: Option<(i64, [u8; 32])>) -> Result<
                     version: e.version,
                 });
             }
-            let (prev_version, prev_hash) = heads.get(&e.stream_id).cloned().unwrap_or((0, GENESIS.to_vec()));
+            let (prev_version, prev_hash) = heads
+                .get(&e.stream_id)
+                .cloned()
+                .unwrap_or((0, GENESIS.to_vec()));
             if e.version != prev_version + 1 || e.prev_hash != prev_hash {
                 report.faults.push(Fault::BrokenChain {
                     position: e.position,
@@ -163,7 +169,10 @@ pub async fn verify(pool: &PgPool, expected: Option<(i64, [u8; 32])>) -> Result<
             }
             for (asset, sum) in sums {
                 if !sum.is_zero() {
-                    report.faults.push(Fault::Unbalanced { position: e.position, asset });
+                    report.faults.push(Fault::Unbalanced {
+                        position: e.position,
+                        asset,
+                    });
                 }
             }
             // The digest chains the hashes as computed, never as stored.
@@ -182,7 +191,9 @@ pub async fn verify(pool: &PgPool, expected: Option<(i64, [u8; 32])>) -> Result<
     }
     if let Some((position, _)) = expected {
         if !expected_seen {
-            report.faults.push(Fault::DigestPositionMissing { position });
+            report
+                .faults
+                .push(Fault::DigestPositionMissing { position });
         }
     }
     report.streams = heads.len() as u64;
@@ -197,7 +208,9 @@ pub fn parse_digest(text: &str) -> Result<(i64, [u8; 32]), String> {
     let (pos, hex_text) = text
         .split_once(':')
         .ok_or_else(|| format!("{text:?} is not POSITION:HEX"))?;
-    let position: i64 = pos.parse().map_err(|_| format!("{pos:?} is not a position"))?;
+    let position: i64 = pos
+        .parse()
+        .map_err(|_| format!("{pos:?} is not a position"))?;
     let bytes = hex::decode(hex_text).map_err(|_| format!("{hex_text:?} is not hex"))?;
     let digest: [u8; 32] = bytes
         .try_into()

@@ -1,0 +1,105 @@
+//! Deciding adjustments: a correction between two accounts, one of them
+//! `platform:adjustments` or `platform:suspense`. One touching a payment's escrow, seller or
+//! buyer account goes to that payment's stream, so its shares are checked there; one
+//! between platform or provider accounts gets a stream of its own.
+
+use ledger::event::{ExpectedVersion, NewEvent, StreamAppend};
+use ledger::payment::{Adjustment, AdjustmentPosted};
+use ledger::posting::transfer;
+use ledger::Account;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::payment::{payment_append, payment_refusal};
+use super::{load_payment, Ctx, Decision};
+use crate::http::problem::ApiError;
+
+/// The stream type of adjustments not tied to a payment.
+pub const STREAM_TYPE: &str = "adjustment";
+
+/// An adjustment, with the payment it concerns if any.
+#[derive(Debug, Clone)]
+pub struct AdjustCommand {
+    /// The correction.
+    pub adjustment: Adjustment,
+    /// The payment whose escrow, seller or buyer account it touches.
+    pub payment_id: Option<Uuid>,
+}
+
+fn is_payment_account(a: &Account) -> bool {
+    matches!(a, Account::Escrow(_) | Account::Seller(_) | Account::Buyer(_))
+}
+
+/// Checks what needs no state.
+///
+/// # Errors
+/// [`ApiError::Validation`].
+pub fn check_shape(cmd: &AdjustCommand) -> Result<(), ApiError> {
+    let a = &cmd.adjustment;
+    if a.from == a.to {
+        return Err(ApiError::validation("from and to must be different accounts"));
+    }
+    let counter = |x: &Account| matches!(x, Account::PlatformAdjustments | Account::PlatformSuspense);
+    if !counter(&a.from) && !counter(&a.to) {
+        return Err(ApiError::validation(
+            "one side of an adjustment must be platform:adjustments or platform:suspense",
+        ));
+    }
+    if (is_payment_account(&a.from) || is_payment_account(&a.to)) && cmd.payment_id.is_none() {
+        return Err(ApiError::validation(
+            "an adjustment of an escrow, seller or buyer account must name its payment_id",
+        ));
+    }
+    if a.reason.trim().is_empty() {
+        return Err(ApiError::validation("reason must not be empty"));
+    }
+    Ok(())
+}
+
+pub(super) async fn decide(conn: &mut PgConnection, cmd: &AdjustCommand, ctx: &Ctx) -> Result<Decision, ApiError> {
+    check_shape(cmd)?;
+    let a = &cmd.adjustment;
+    if let Some(payment_id) = cmd.payment_id {
+        let payment = load_payment(conn, payment_id).await?;
+        if !payment.exists() {
+            return Err(ApiError::NotFound(format!("no payment {payment_id}")));
+        }
+        let events = payment.adjust(a).map_err(|e| payment_refusal(&e))?;
+        return Ok(Decision {
+            id: a.adjustment_id,
+            main_stream: payment_id,
+            created: true,
+            appends: vec![payment_append(&payment, &events, ctx, ctx.now)],
+            deposit_reference: None,
+        });
+    }
+    ledger::money::check_scale(a.asset, a.amount).map_err(|e| ApiError::validation(e.to_string()))?;
+    let posted = AdjustmentPosted {
+        adjustment_id: a.adjustment_id,
+        from: a.from.clone(),
+        to: a.to.clone(),
+        amount: a.amount,
+        asset: a.asset,
+        reason: a.reason.clone(),
+    };
+    let payload = serde_json::to_value(&posted).map_err(|e| ApiError::Internal(e.into()))?;
+    let event = NewEvent::new(
+        "AdjustmentPosted",
+        payload,
+        &ctx.metadata,
+        ctx.now,
+        transfer(a.from.clone(), a.to.clone(), a.asset, a.amount).to_vec(),
+    );
+    Ok(Decision {
+        id: a.adjustment_id,
+        main_stream: a.adjustment_id,
+        created: true,
+        appends: vec![StreamAppend {
+            stream_id: a.adjustment_id,
+            stream_type: STREAM_TYPE.into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![event],
+        }],
+        deposit_reference: None,
+    })
+}

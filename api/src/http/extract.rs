@@ -1,0 +1,157 @@
+//! Extractors that speak our error format: the caller behind the bearer token, the body
+//! (2 MiB at most), JSON that refuses unknown fields, and the command headers.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::problem::ApiError;
+use super::AppState;
+use crate::auth::{Principal, Role};
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl Caller {
+    /// Refuses unless the caller has one of `roles`.
+    ///
+    /// # Errors
+    /// [`ApiError::Forbidden`].
+    pub fn require(&self, roles: &[Role], what: &str) -> Result<(), ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("the {} role may not {what}", self.0.role)))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or(ApiError::Unauthorized)?
+            .trim();
+        state.tokens.authenticate(token).map(Caller).ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The raw body, with the size limit turned into `payload_too_large`.
+#[derive(Debug)]
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(Body(b)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge)
+            }
+            Err(rejection) => Err(ApiError::validation(rejection.body_text())),
+        }
+    }
+}
+
+impl Body {
+    /// Parses the body as `T` (whose fields deny unknown ones).
+    ///
+    /// # Errors
+    /// [`ApiError::Validation`] saying what is wrong and where.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.0.is_empty() {
+            return Err(ApiError::validation("a JSON body is required"));
+        }
+        serde_json::from_slice(&self.0).map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
+    }
+
+    /// The body as a JSON value, for hashing the request independently of whitespace and
+    /// key order.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The headers every command may carry.
+#[derive(Debug, Clone)]
+pub struct CommandHeaders {
+    /// `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// `If-Match: "<version>"`.
+    pub if_match: Option<i64>,
+    /// `X-Correlation-Id`, or a new one.
+    pub correlation_id: Uuid,
+    /// The request id (`X-Request-Id`), recorded as the events' causation.
+    pub request_id: Option<Uuid>,
+}
+
+impl CommandHeaders {
+    /// Reads and checks the headers.
+    ///
+    /// # Errors
+    /// [`ApiError::Validation`] for a malformed header.
+    pub fn parse(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let text = |name: &str| -> Result<Option<String>, ApiError> {
+            headers
+                .get(name)
+                .map(|v| {
+                    v.to_str()
+                        .map(|s| s.trim().to_owned())
+                        .map_err(|_| ApiError::validation(format!("{name} is not visible ASCII")))
+                })
+                .transpose()
+        };
+        let idempotency_key = text("idempotency-key")?;
+        if let Some(k) = &idempotency_key {
+            if k.is_empty() || k.len() > 255 {
+                return Err(ApiError::validation("Idempotency-Key must be 1 to 255 characters"));
+            }
+        }
+        let if_match = text("if-match")?
+            .map(|v| {
+                v.trim_start_matches("W/")
+                    .trim_matches('"')
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| ApiError::validation("If-Match must be a stream version, like \"3\""))
+            })
+            .transpose()?;
+        let correlation_id = match text("x-correlation-id")? {
+            Some(c) if !c.is_empty() => Uuid::parse_str(&c)
+                .unwrap_or_else(|_| Uuid::new_v5(&Uuid::NAMESPACE_URL, c.as_bytes())),
+            _ => Uuid::new_v4(),
+        };
+        let request_id = text("x-request-id")?.and_then(|r| Uuid::parse_str(&r).ok());
+        Ok(CommandHeaders {
+            idempotency_key,
+            if_match,
+            correlation_id,
+            request_id,
+        })
+    }
+
+    /// Refuses a money-moving command without an `Idempotency-Key`.
+    ///
+    /// # Errors
+    /// [`ApiError::Validation`].
+    pub fn require_key(&self) -> Result<(), ApiError> {
+        if self.idempotency_key.is_none() {
+            return Err(ApiError::validation("this command moves money: an Idempotency-Key header is required"));
+        }
+        Ok(())
+    }
+}

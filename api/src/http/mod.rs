@@ -1,0 +1,151 @@
+//! The HTTP API: `app(state)` builds the router with its layers (request ids, tracing,
+//! body limit, timeout, metrics). Routes live one group per file.
+
+pub mod adjustments;
+pub mod disputes;
+pub mod dto;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod payments;
+pub mod problem;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Tokens;
+use crate::commands::{self, Answer, Command};
+use extract::{Body, Caller, CommandHeaders};
+use problem::ApiError;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Connections acting as the service role.
+    pub pool: PgPool,
+    /// The known tokens.
+    pub tokens: Arc<Tokens>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// Builds the whole router over `state`.
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let v1 = Router::new()
+        .route("/v1/payments", post(payments::create))
+        .route("/v1/payments/{id}/deposits", post(payments::deposit))
+        .route("/v1/payments/{id}/releases", post(payments::release))
+        .route("/v1/payments/{id}/refunds", post(payments::refund))
+        .route("/v1/payments/{id}/payouts", post(payments::payout))
+        .route("/v1/payments/{id}/cancellation", post(payments::cancel))
+        .route("/v1/payments/{id}/events", get(events::payment_events))
+        .route("/v1/disputes", post(disputes::open))
+        .route("/v1/disputes/{id}/evidence", post(disputes::evidence))
+        .route("/v1/disputes/{id}/messages", post(disputes::message))
+        .route("/v1/disputes/{id}/assignment", post(disputes::assign))
+        .route("/v1/disputes/{id}/priority", post(disputes::priority))
+        .route("/v1/disputes/{id}/status", post(disputes::status))
+        .route("/v1/disputes/{id}/resolution", post(disputes::resolve))
+        .route("/v1/adjustments", post(adjustments::adjust))
+        .route("/v1/events", get(events::feed));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(track))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Counts requests and their latency by route and status.
+async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "path" => path.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "path" => path)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// Runs a parsed command for a caller and answers with its exact (possibly replayed) body.
+///
+/// # Errors
+/// Whatever the command path refuses with.
+pub async fn run_command(
+    state: &AppState,
+    caller: &Caller,
+    headers: &CommandHeaders,
+    method: &Method,
+    path: &str,
+    body: &Body,
+    command: Command,
+) -> Result<Response, ApiError> {
+    let mut canonical = Vec::new();
+    ledger::store::hash::canonical_json(&body.value(), &mut canonical);
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update(b" ");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(&canonical);
+    let request = commands::Request {
+        caller: caller.0.clone(),
+        idempotency_key: headers.idempotency_key.clone(),
+        if_match: headers.if_match,
+        correlation_id: headers.correlation_id,
+        causation_id: headers.request_id,
+        request_hash: h.finalize().into(),
+    };
+    let name = command.name();
+    let result = commands::execute(&state.pool, &request, &command).await;
+    let outcome = match &result {
+        Ok(a) if a.replayed => "replayed",
+        Ok(_) => "accepted",
+        Err(e) => e.code(),
+    };
+    metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
+    let Answer { status, body, .. } = result?;
+    Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `State` re-exported for the route files.
+pub type AppStateExtract = State<AppState>;
