@@ -167,6 +167,8 @@ else
 fi
 
 # --- 3. The tests -----------------------------------------------------------------------
+# The end-to-end tests run the real binary: build it first.
+cargo build --bin escrow-ledger
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@" || status=$?

@@ -120,7 +120,8 @@ impl Tokens {
             let [role, name, hash] = parts.as_slice() else {
                 return Err(malformed("expected `<role> <name> <sha256 hex>`"));
             };
-            let role = Role::parse(role).ok_or_else(|| malformed("role must be coordinator, admin or finance"))?;
+            let role = Role::parse(role)
+                .ok_or_else(|| malformed("role must be coordinator, admin or finance"))?;
             let bytes = hex::decode(hash).map_err(|_| malformed("the hash is not hex"))?;
             let hash: [u8; 32] = bytes
                 .try_into()
@@ -183,13 +184,17 @@ pub fn new_token() -> String {
 /// # Errors
 /// An unknown role or a name with blanks.
 pub fn print_new_token(role: &str, name: &str) -> anyhow::Result<ExitCode> {
-    let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("--role must be coordinator, admin or finance"))?;
+    let role = Role::parse(role)
+        .ok_or_else(|| anyhow::anyhow!("--role must be coordinator, admin or finance"))?;
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '#') {
         anyhow::bail!("--name must be non-empty, without blanks or '#'");
     }
     let token = new_token();
     println!("token: {token}");
-    println!("tokens file line: {role} {name} {}", hex::encode(hash_token(&token)));
+    println!(
+        "tokens file line: {role} {name} {}",
+        hex::encode(hash_token(&token))
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -200,11 +205,17 @@ mod tests {
     #[test]
     fn a_token_authenticates_by_its_hash_only() {
         let token = new_token();
-        let file = format!("# comment\ncoordinator checkout {}\n", hex::encode(hash_token(&token)));
+        let file = format!(
+            "# comment\ncoordinator checkout {}\n",
+            hex::encode(hash_token(&token))
+        );
         let tokens = Tokens::parse(&file).unwrap();
         assert_eq!(
             tokens.authenticate(&token),
-            Some(Principal { role: Role::Coordinator, name: "checkout".into() })
+            Some(Principal {
+                role: Role::Coordinator,
+                name: "checkout".into()
+            })
         );
         assert_eq!(tokens.authenticate("el_wrong"), None);
         assert!(!file.contains(&token));

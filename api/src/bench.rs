@@ -43,7 +43,11 @@ pub enum BenchWhat {
 ///
 /// # Errors
 /// The database cannot be reached or a write fails.
-pub async fn run(url: Option<&str>, data_dir: Option<std::path::PathBuf>, args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    url: Option<&str>,
+    data_dir: Option<std::path::PathBuf>,
+    args: BenchArgs,
+) -> anyhow::Result<ExitCode> {
     let options = db::resolve(url, data_dir).await?;
     db::migrate(&options).await?;
     let BenchWhat::Append { seconds, writers } = args.what;
@@ -67,15 +71,30 @@ pub async fn run(url: Option<&str>, data_dir: Option<std::path::PathBuf>, args: 
     let store = EventStore::new(pool.clone());
     let dur = Duration::from_secs(seconds);
     println!("bench append: {seconds} s per measurement");
-    println!("{:<28} {:>12} {:>12} {:>7}", "case", "append ev/s", "raw ev/s", "ratio");
+    println!(
+        "{:<28} {:>12} {:>12} {:>7}",
+        "case", "append ev/s", "raw ev/s", "ratio"
+    );
     for &n in &writers {
         let raw = raw_rate(&pool, n, dur, 1).await?;
         let app = append_rate(&store, n, dur, 1).await?;
-        println!("{:<28} {:>12.0} {:>12.0} {:>7.2}", format!("single event, {n} writers"), app, raw, app / raw);
+        println!(
+            "{:<28} {:>12.0} {:>12.0} {:>7.2}",
+            format!("single event, {n} writers"),
+            app,
+            raw,
+            app / raw
+        );
     }
     let raw = raw_rate(&pool, 1, dur, 1000).await?;
     let app = append_rate(&store, 1, dur, 1000).await?;
-    println!("{:<28} {:>12.0} {:>12.0} {:>7.2}", "batches of 1000, 1 writer", app, raw, app / raw);
+    println!(
+        "{:<28} {:>12.0} {:>12.0} {:>7.2}",
+        "batches of 1000, 1 writer",
+        app,
+        raw,
+        app / raw
+    );
     admin.execute("DROP TABLE bench_raw").await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -94,13 +113,21 @@ fn bench_meta() -> Metadata {
     Metadata {
         correlation_id: Uuid::new_v4(),
         causation_id: None,
-        actor: Actor { name: "bench".into(), role: "cli".into() },
+        actor: Actor {
+            name: "bench".into(),
+            role: "cli".into(),
+        },
         source: "bench".into(),
         legacy: None,
     }
 }
 
-async fn append_rate(store: &EventStore, writers: usize, dur: Duration, batch: usize) -> anyhow::Result<f64> {
+async fn append_rate(
+    store: &EventStore,
+    writers: usize,
+    dur: Duration,
+    batch: usize,
+) -> anyhow::Result<f64> {
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -113,7 +140,11 @@ async fn append_rate(store: &EventStore, writers: usize, dur: Duration, batch: u
             let mut version = 0_i64;
             while start.elapsed() < dur {
                 let appends: Vec<StreamAppend> = if batch == 1 {
-                    let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+                    let expected = if version == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(version)
+                    };
                     vec![StreamAppend {
                         stream_id: stream,
                         stream_type: "bench".into(),
@@ -143,7 +174,12 @@ async fn append_rate(store: &EventStore, writers: usize, dur: Duration, batch: u
     Ok(rate(count.load(Ordering::Relaxed), start.elapsed()))
 }
 
-async fn raw_rate(pool: &PgPool, writers: usize, dur: Duration, batch: usize) -> anyhow::Result<f64> {
+async fn raw_rate(
+    pool: &PgPool,
+    writers: usize,
+    dur: Duration,
+    batch: usize,
+) -> anyhow::Result<f64> {
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();

@@ -12,7 +12,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 ///
 /// # Errors
 /// A malformed URL, or a private cluster that cannot be brought up (with the reason).
-pub async fn resolve(database_url: Option<&str>, data_dir: Option<std::path::PathBuf>) -> anyhow::Result<PgConnectOptions> {
+pub async fn resolve(
+    database_url: Option<&str>,
+    data_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<PgConnectOptions> {
     let url = match database_url {
         Some(url) if !url.is_empty() => url.to_owned(),
         _ => {

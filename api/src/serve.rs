@@ -47,14 +47,17 @@ pub fn metrics_handle() -> PrometheusHandle {
 ///
 /// # Errors
 /// The database, the tokens file or the address cannot be used.
-pub async fn run(url: Option<&str>, data_dir: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    url: Option<&str>,
+    data_dir: Option<std::path::PathBuf>,
+    args: ServeArgs,
+) -> anyhow::Result<ExitCode> {
     let options = db::resolve(url, data_dir).await?;
-    let tokens = match &args.tokens_file {
-        Some(path) => Tokens::load(path)?,
-        None => {
-            tracing::warn!("no API_TOKENS_FILE: every request needing a token will be refused");
-            Tokens::default()
-        }
+    let tokens = if let Some(path) = &args.tokens_file {
+        Tokens::load(path)?
+    } else {
+        tracing::warn!("no API_TOKENS_FILE: every request needing a token will be refused");
+        Tokens::default()
     };
     let pool = store::connect(
         options,
@@ -86,7 +89,8 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -62,7 +62,7 @@ async fn brings_up_uses_reuses_and_stops_a_private_cluster() -> anyhow::Result<(
 
     // Once stopped, it starts again from the same folder.
     let restarted = ensure_running(Some(dir.clone())).await?;
-    let mut conn = PgConnection::connect(&restarted.url).await?;
+    let conn = PgConnection::connect(&restarted.url).await?;
     conn.close().await?;
     restarted.stop()?;
     // Stopping a stopped cluster is fine.

@@ -26,7 +26,11 @@ pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join("escrow-ledger");
-    assert!(bin.exists(), "{} not built: run `cargo build --bin escrow-ledger`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --bin escrow-ledger`",
+        bin.display()
+    );
     bin
 }
 
@@ -47,6 +51,7 @@ impl TestDb {
     /// When PostgreSQL cannot be reached or migration fails: the test cannot run.
     pub async fn new() -> TestDb {
         let admin_url = admin_url();
+        let template = template_database(&admin_url).await;
         let server = PgPoolOptions::new()
             .max_connections(1)
             .connect(&admin_url)
@@ -54,7 +59,7 @@ impl TestDb {
             .expect("connect to the test PostgreSQL");
         let name = format!("el_test_{}", Uuid::new_v4().simple());
         server
-            .execute(format!("CREATE DATABASE {name}").as_str())
+            .execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
             .await
             .expect("create test database");
         server.close().await;
@@ -62,12 +67,6 @@ impl TestDb {
             .expect("admin url")
             .database(&name);
         let url = url_with_database(&admin_url, &name);
-        let out = run_binary(&["migrate"], &[("DATABASE_URL", url.as_str())]);
-        assert!(
-            out.status.success(),
-            "migrate failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let admin = PgPoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -96,12 +95,75 @@ impl TestDb {
     /// Drops the database (best effort).
     pub async fn drop_db(self) {
         self.admin.close().await;
-        if let Ok(server) = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await {
+        if let Ok(server) = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url())
+            .await
+        {
             let _ = server
                 .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
                 .await;
         }
     }
+}
+
+/// A database migrated once by the real binary, named after the migrations' content, that
+/// every test database is copied from. Roles are cluster-wide, so migrating many databases
+/// at once would race on them; the template is built under a lock held on the server's
+/// maintenance database, which every test process shares.
+async fn template_database(admin_url: &str) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("migrations folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for f in &files {
+        std::hash::Hash::hash(&std::fs::read(f).expect("read migration"), &mut hasher);
+    }
+    let name = format!("el_tpl_{:016x}", std::hash::Hasher::finish(&hasher));
+    let server = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await
+        .expect("connect to the test PostgreSQL");
+    let mut conn = server.acquire().await.expect("connection");
+    conn.execute("SELECT pg_advisory_lock(7240001)")
+        .await
+        .expect("lock");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("look up template");
+    if !exists {
+        let building = format!("{name}_building");
+        conn.execute(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)").as_str())
+            .await
+            .expect("drop half-built template");
+        conn.execute(format!("CREATE DATABASE {building}").as_str())
+            .await
+            .expect("create template");
+        let url = url_with_database(admin_url, &building);
+        let out = run_binary(&["migrate"], &[("DATABASE_URL", url.as_str())]);
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        conn.execute(format!("ALTER DATABASE {building} RENAME TO {name}").as_str())
+            .await
+            .expect("rename template");
+    }
+    conn.execute("SELECT pg_advisory_unlock(7240001)")
+        .await
+        .expect("unlock");
+    drop(conn);
+    server.close().await;
+    name
 }
 
 /// `url` with its database replaced by `name`.

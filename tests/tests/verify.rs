@@ -16,7 +16,10 @@ fn meta() -> Metadata {
     Metadata {
         correlation_id: Uuid::new_v4(),
         causation_id: None,
-        actor: Actor { name: "test".into(), role: "cli".into() },
+        actor: Actor {
+            name: "test".into(),
+            role: "cli".into(),
+        },
         source: "test".into(),
         legacy: None,
     }
@@ -27,15 +30,38 @@ async fn populate(db: &TestDb, streams: usize) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for i in 0..streams {
         let s = Uuid::new_v4();
-        let mut moving = NewEvent::new("Moved", json!({"i": i, "float": -0.0, "big": 1e300}), &meta(), Utc::now(), Vec::new());
-        moving.postings = transfer(Account::External("stripe".into()), Account::Escrow(s), Asset::Usd, Decimal::new(1050, 2)).to_vec();
+        let mut moving = NewEvent::new(
+            "Moved",
+            json!({"i": i, "float": -0.0, "big": 1e300}),
+            &meta(),
+            Utc::now(),
+            Vec::new(),
+        );
+        moving.postings = transfer(
+            Account::External("stripe".into()),
+            Account::Escrow(s),
+            Asset::Usd,
+            Decimal::new(1050, 2),
+        )
+        .to_vec();
         let events = vec![
-            NewEvent::new("Opened", json!({"i": i, "nested": {"b": [1, 2], "a": "x"}}), &meta(), Utc::now(), Vec::new()),
+            NewEvent::new(
+                "Opened",
+                json!({"i": i, "nested": {"b": [1, 2], "a": "x"}}),
+                &meta(),
+                Utc::now(),
+                Vec::new(),
+            ),
             moving,
             NewEvent::new("Noted", json!({"i": i}), &meta(), Utc::now(), Vec::new()),
         ];
         store
-            .append(&[StreamAppend { stream_id: s, stream_type: "test".into(), expected: ExpectedVersion::NoStream, events }])
+            .append(&[StreamAppend {
+                stream_id: s,
+                stream_type: "test".into(),
+                expected: ExpectedVersion::NoStream,
+                events,
+            }])
             .await
             .unwrap();
         ids.push(s);
@@ -47,11 +73,19 @@ fn verify(db: &TestDb, args: &[&str]) -> (i32, String) {
     let mut all = vec!["verify"];
     all.extend_from_slice(args);
     let out = run_binary(&all, &[("DATABASE_URL", db.url.as_str())]);
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn digest_of(stdout: &str) -> String {
-    stdout.lines().find_map(|l| l.strip_prefix("digest: ")).unwrap().trim().to_owned()
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("digest: "))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -76,11 +110,12 @@ async fn verify_passes_on_an_intact_store_and_its_digest_is_stable() {
 async fn verify_names_an_event_a_superuser_altered() {
     let db = TestDb::new().await;
     let streams = populate(&db, 5).await;
-    let position: i64 = sqlx::query_scalar("SELECT position FROM events WHERE stream_id = $1 AND version = 1")
-        .bind(streams[2])
-        .fetch_one(&db.admin)
-        .await
-        .unwrap();
+    let position: i64 =
+        sqlx::query_scalar("SELECT position FROM events WHERE stream_id = $1 AND version = 1")
+            .bind(streams[2])
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
     db.admin
         .execute(
             format!(
@@ -94,7 +129,13 @@ async fn verify_names_an_event_a_superuser_altered() {
         .unwrap();
     let (code, out) = verify(&db, &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("event at position {position} (stream {}", streams[2])), "{out}");
+    assert!(
+        out.contains(&format!(
+            "event at position {position} (stream {}",
+            streams[2]
+        )),
+        "{out}"
+    );
     assert!(out.contains("was altered"), "{out}");
     db.drop_db().await;
 }
@@ -139,7 +180,10 @@ async fn verify_with_an_earlier_digest_finds_a_deleted_last_event() {
         .unwrap();
     let (code, out) = verify(&db, &["--digest", &digest]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("recorded digest's position {last} is no longer")), "{out}");
+    assert!(
+        out.contains(&format!("recorded digest's position {last} is no longer")),
+        "{out}"
+    );
     db.drop_db().await;
 }
 

@@ -27,7 +27,10 @@ pub struct AdjustCommand {
 }
 
 fn is_payment_account(a: &Account) -> bool {
-    matches!(a, Account::Escrow(_) | Account::Seller(_) | Account::Buyer(_))
+    matches!(
+        a,
+        Account::Escrow(_) | Account::Seller(_) | Account::Buyer(_)
+    )
 }
 
 /// Checks what needs no state.
@@ -37,9 +40,12 @@ fn is_payment_account(a: &Account) -> bool {
 pub fn check_shape(cmd: &AdjustCommand) -> Result<(), ApiError> {
     let a = &cmd.adjustment;
     if a.from == a.to {
-        return Err(ApiError::validation("from and to must be different accounts"));
+        return Err(ApiError::validation(
+            "from and to must be different accounts",
+        ));
     }
-    let counter = |x: &Account| matches!(x, Account::PlatformAdjustments | Account::PlatformSuspense);
+    let counter =
+        |x: &Account| matches!(x, Account::PlatformAdjustments | Account::PlatformSuspense);
     if !counter(&a.from) && !counter(&a.to) {
         return Err(ApiError::validation(
             "one side of an adjustment must be platform:adjustments or platform:suspense",
@@ -56,7 +62,11 @@ pub fn check_shape(cmd: &AdjustCommand) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(super) async fn decide(conn: &mut PgConnection, cmd: &AdjustCommand, ctx: &Ctx) -> Result<Decision, ApiError> {
+pub(super) async fn decide(
+    conn: &mut PgConnection,
+    cmd: &AdjustCommand,
+    ctx: &Ctx,
+) -> Result<Decision, ApiError> {
     check_shape(cmd)?;
     let a = &cmd.adjustment;
     if let Some(payment_id) = cmd.payment_id {
@@ -73,7 +83,8 @@ pub(super) async fn decide(conn: &mut PgConnection, cmd: &AdjustCommand, ctx: &C
             deposit_reference: None,
         });
     }
-    ledger::money::check_scale(a.asset, a.amount).map_err(|e| ApiError::validation(e.to_string()))?;
+    ledger::money::check_scale(a.asset, a.amount)
+        .map_err(|e| ApiError::validation(e.to_string()))?;
     let posted = AdjustmentPosted {
         adjustment_id: a.adjustment_id,
         from: a.from.clone(),

@@ -3,7 +3,8 @@
 //! move with the decision.
 
 use ledger::dispute::{
-    self, Dispute, DisputeError, DisputeStatus, OpenDispute, PostMessage, Priority, Resolve, SubmitEvidence,
+    self, Dispute, DisputeError, DisputeStatus, OpenDispute, PostMessage, Priority, Resolve,
+    SubmitEvidence,
 };
 use ledger::event::StreamAppend;
 use ledger::payment::Settlement;
@@ -59,13 +60,21 @@ fn dispute_refusal(e: &DisputeError) -> ApiError {
 
 async fn load_dispute(conn: &mut PgConnection, id: Uuid) -> Result<Dispute, ApiError> {
     let events = store::read_stream(&mut *conn, id).await?;
-    if events.first().is_some_and(|e| e.stream_type != dispute::STREAM_TYPE) {
+    if events
+        .first()
+        .is_some_and(|e| e.stream_type != dispute::STREAM_TYPE)
+    {
         return Ok(Dispute::default());
     }
     Dispute::from_history(&events).map_err(|e| ApiError::Internal(e.into()))
 }
 
-fn dispute_append(id: Uuid, state: &Dispute, events: &[dispute::DisputeEvent], ctx: &Ctx) -> StreamAppend {
+fn dispute_append(
+    id: Uuid,
+    state: &Dispute,
+    events: &[dispute::DisputeEvent],
+    ctx: &Ctx,
+) -> StreamAppend {
     StreamAppend {
         stream_id: id,
         stream_type: dispute::STREAM_TYPE.into(),
@@ -74,7 +83,11 @@ fn dispute_append(id: Uuid, state: &Dispute, events: &[dispute::DisputeEvent], c
     }
 }
 
-pub(super) async fn decide(conn: &mut PgConnection, command: &DisputeCommand, ctx: &Ctx) -> Result<Decision, ApiError> {
+pub(super) async fn decide(
+    conn: &mut PgConnection,
+    command: &DisputeCommand,
+    ctx: &Ctx,
+) -> Result<Decision, ApiError> {
     let (id, created) = match command {
         DisputeCommand::Open(c) => (c.dispute_id, true),
         DisputeCommand::Evidence(id, _)
@@ -118,9 +131,13 @@ pub(super) async fn decide(conn: &mut PgConnection, command: &DisputeCommand, ct
             let events = state.change_status(*status, note.clone()).map_err(refuse)?;
             appends.push(dispute_append(id, &state, &events, ctx));
             if status.unfreezes_escrow() {
-                let payment_id = state.payment_id().ok_or_else(|| ApiError::NotFound("no such dispute".into()))?;
+                let payment_id = state
+                    .payment_id()
+                    .ok_or_else(|| ApiError::NotFound("no such dispute".into()))?;
                 let payment = load_payment(conn, payment_id).await?;
-                let unfrozen = payment.unfreeze(id, *status).map_err(|e| payment_refusal(&e))?;
+                let unfrozen = payment
+                    .unfreeze(id, *status)
+                    .map_err(|e| payment_refusal(&e))?;
                 if !unfrozen.is_empty() {
                     appends.push(payment_append(&payment, &unfrozen, ctx, ctx.now));
                 }
@@ -128,13 +145,17 @@ pub(super) async fn decide(conn: &mut PgConnection, command: &DisputeCommand, ct
         }
         DisputeCommand::Resolve(_, c) => {
             let events = state.resolve(c.clone()).map_err(refuse)?;
-            let payment_id = state.payment_id().ok_or_else(|| ApiError::NotFound("no such dispute".into()))?;
+            let payment_id = state
+                .payment_id()
+                .ok_or_else(|| ApiError::NotFound("no such dispute".into()))?;
             let payment = load_payment(conn, payment_id).await?;
             let resolved = events.iter().find_map(|e| match e {
                 dispute::DisputeEvent::DisputeResolved(r) => Some(r),
                 _ => None,
             });
-            let resolved = resolved.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("resolve decided no resolution")))?;
+            let resolved = resolved.ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("resolve decided no resolution"))
+            })?;
             let money = payment
                 .settle_dispute(&Settlement::from_resolution(id, resolved))
                 .map_err(|e| payment_refusal(&e))?;

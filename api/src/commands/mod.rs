@@ -117,7 +117,11 @@ pub struct Answer {
 /// # Errors
 /// The refusal the (fresh) state calls for, `version_conflict` for `If-Match` or retries
 /// run out, `idempotency_key_reused`, or a database fault.
-pub async fn execute(pool: &PgPool, request: &Request, command: &Command) -> Result<Answer, ApiError> {
+pub async fn execute(
+    pool: &PgPool,
+    request: &Request,
+    command: &Command,
+) -> Result<Answer, ApiError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -149,34 +153,14 @@ impl<E: Into<ApiError>> From<E> for Attempt {
     }
 }
 
-async fn attempt_once(pool: &PgPool, request: &Request, command: &Command) -> Result<Answer, Attempt> {
+async fn attempt_once(
+    pool: &PgPool,
+    request: &Request,
+    command: &Command,
+) -> Result<Answer, Attempt> {
     let mut tx = pool.begin().await.map_err(ApiError::from)?;
-    if let Some(key) = &request.idempotency_key {
-        // One request per (client, key) at a time: a retry waits for the first to end,
-        // then replays its answer.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("{}\u{1f}{key}", request.caller.name))
-            .execute(&mut *tx)
-            .await
-            .map_err(ApiError::from)?;
-        let stored: Option<(Vec<u8>, i16, Vec<u8>)> = sqlx::query_as(
-            "SELECT request_hash, status, response FROM idempotency_keys WHERE client = $1 AND key = $2",
-        )
-        .bind(&request.caller.name)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(ApiError::from)?;
-        if let Some((hash, status, body)) = stored {
-            if hash != request.request_hash {
-                return Err(Attempt::Refused(ApiError::IdempotencyKeyReused));
-            }
-            let status = u16::try_from(status)
-                .ok()
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(StatusCode::OK);
-            return Ok(Answer { status, body, replayed: true });
-        }
+    if let Some(replay) = replay(&mut tx, request).await? {
+        return Ok(replay);
     }
     let ctx = Ctx {
         now: Utc::now(),
@@ -196,24 +180,7 @@ async fn attempt_once(pool: &PgPool, request: &Request, command: &Command) -> Re
         Command::Dispute(c) => dispute::decide(&mut tx, c, &ctx).await?,
         Command::Adjust(c) => adjustment::decide(&mut tx, c, &ctx).await?,
     };
-    if let Some(wanted) = request.if_match {
-        let main = decision.appends.iter().find(|a| a.stream_id == decision.main_stream);
-        let expected = main.map(|a| a.expected);
-        let admits = match expected {
-            Some(ExpectedVersion::Exact(v)) => v == wanted,
-            Some(ExpectedVersion::NoStream) => wanted == 0,
-            _ => true,
-        };
-        if !admits {
-            return Err(Attempt::Refused(ApiError::PreconditionFailed(format!(
-                "If-Match names version {wanted}, but the stream is at {}",
-                match expected {
-                    Some(ExpectedVersion::Exact(v)) => v,
-                    _ => 0,
-                }
-            ))));
-        }
-    }
+    check_if_match(request, &decision)?;
     let appended = match store::append(&mut tx, &decision.appends).await {
         Ok(done) => done,
         Err(StoreError::Conflict { .. }) => {
@@ -238,25 +205,13 @@ async fn attempt_once(pool: &PgPool, request: &Request, command: &Command) -> Re
         .max()
         .unwrap_or(last.version);
     if let Some((provider, reference)) = &decision.deposit_reference {
-        let inserted = sqlx::query(
-            "INSERT INTO deposit_references (provider, reference, payment_id, position) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(provider)
-        .bind(reference)
-        .bind(decision.id)
-        .bind(last.position)
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            if e.as_database_error().and_then(sqlx::error::DatabaseError::constraint) == Some("deposit_references_pkey") {
-                return Err(Attempt::Refused(ApiError::DuplicateReference(format!(
-                    "reference {reference:?} was already deposited with provider {provider}"
-                ))));
-            }
-            return Err(Attempt::Refused(e.into()));
-        }
+        record_reference(&mut tx, provider, reference, decision.id, last.position).await?;
     }
-    let status = if decision.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if decision.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let body = serde_json::to_vec(&Accepted {
         id: decision.id,
         stream_version,
@@ -279,7 +234,101 @@ async fn attempt_once(pool: &PgPool, request: &Request, command: &Command) -> Re
         .map_err(ApiError::from)?;
     }
     tx.commit().await.map_err(ApiError::from)?;
-    Ok(Answer { status, body, replayed: false })
+    Ok(Answer {
+        status,
+        body,
+        replayed: false,
+    })
+}
+
+/// With an idempotency key: waits for any request with the same key to end, then answers
+/// with its stored response if it succeeded (or refuses a different request).
+async fn replay(conn: &mut PgConnection, request: &Request) -> Result<Option<Answer>, Attempt> {
+    let Some(key) = &request.idempotency_key else {
+        return Ok(None);
+    };
+    // One request per (client, key) at a time: a retry waits for the first to end.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("{}\u{1f}{key}", request.caller.name))
+        .execute(&mut *conn)
+        .await
+        .map_err(ApiError::from)?;
+    let stored: Option<(Vec<u8>, i16, Vec<u8>)> = sqlx::query_as(
+        "SELECT request_hash, status, response FROM idempotency_keys WHERE client = $1 AND key = $2",
+    )
+    .bind(&request.caller.name)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(ApiError::from)?;
+    let Some((hash, status, body)) = stored else {
+        return Ok(None);
+    };
+    if hash != request.request_hash {
+        return Err(Attempt::Refused(ApiError::IdempotencyKeyReused));
+    }
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    Ok(Some(Answer {
+        status,
+        body,
+        replayed: true,
+    }))
+}
+
+fn check_if_match(request: &Request, decision: &Decision) -> Result<(), Attempt> {
+    let Some(wanted) = request.if_match else {
+        return Ok(());
+    };
+    let expected = decision
+        .appends
+        .iter()
+        .find(|a| a.stream_id == decision.main_stream)
+        .map(|a| a.expected);
+    let actual = match expected {
+        Some(ExpectedVersion::Exact(v)) => v,
+        Some(ExpectedVersion::NoStream) => 0,
+        _ => return Ok(()),
+    };
+    if actual == wanted {
+        return Ok(());
+    }
+    Err(Attempt::Refused(ApiError::PreconditionFailed(format!(
+        "If-Match names version {wanted}, but the stream is at {actual}"
+    ))))
+}
+
+async fn record_reference(
+    conn: &mut PgConnection,
+    provider: &str,
+    reference: &str,
+    payment_id: Uuid,
+    position: i64,
+) -> Result<(), Attempt> {
+    let inserted = sqlx::query(
+        "INSERT INTO deposit_references (provider, reference, payment_id, position) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(provider)
+    .bind(reference)
+    .bind(payment_id)
+    .bind(position)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_database_error()
+                .and_then(sqlx::error::DatabaseError::constraint)
+                == Some("deposit_references_pkey") =>
+        {
+            Err(Attempt::Refused(ApiError::DuplicateReference(format!(
+                "reference {reference:?} was already deposited with provider {provider}"
+            ))))
+        }
+        Err(e) => Err(Attempt::Refused(e.into())),
+    }
 }
 
 /// Maps a domain refusal to the contract's problem.
@@ -297,9 +346,15 @@ pub fn refusal(kind: RefusalKind, message: String) -> ApiError {
 ///
 /// # Errors
 /// A database fault or an event that no longer decodes.
-pub async fn load_payment(conn: &mut PgConnection, id: Uuid) -> Result<ledger::payment::Payment, ApiError> {
+pub async fn load_payment(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<ledger::payment::Payment, ApiError> {
     let events = store::read_stream(&mut *conn, id).await?;
-    if events.first().is_some_and(|e| e.stream_type != ledger::payment::STREAM_TYPE) {
+    if events
+        .first()
+        .is_some_and(|e| e.stream_type != ledger::payment::STREAM_TYPE)
+    {
         return Ok(ledger::payment::Payment::default());
     }
     ledger::payment::Payment::from_history(&events).map_err(|e| ApiError::Internal(e.into()))

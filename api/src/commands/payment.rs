@@ -1,7 +1,9 @@
 //! Deciding the payment commands: load the payment, let it decide, append to its stream.
 
 use ledger::event::StreamAppend;
-use ledger::payment::{Cancel, CreatePayment, Deposit, Payment, PaymentError, Payout, Refund, Release, STREAM_TYPE};
+use ledger::payment::{
+    Cancel, CreatePayment, Deposit, Payment, PaymentError, Payout, Refund, Release, STREAM_TYPE,
+};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -47,7 +49,11 @@ pub fn payment_refusal(e: &PaymentError) -> ApiError {
     refusal(e.kind(), e.to_string())
 }
 
-pub(super) async fn decide(conn: &mut PgConnection, command: &PaymentCommand, ctx: &Ctx) -> Result<Decision, ApiError> {
+pub(super) async fn decide(
+    conn: &mut PgConnection,
+    command: &PaymentCommand,
+    ctx: &Ctx,
+) -> Result<Decision, ApiError> {
     let id = match command {
         PaymentCommand::Create(c) => c.payment_id,
         PaymentCommand::Deposit(id, _)

@@ -17,13 +17,19 @@ use crate::commands::{adjustment_shape, Accepted, AdjustCommand, Command};
 /// Posts an adjustment.
 #[utoipa::path(post, path = "/v1/adjustments", request_body = AdjustmentBody, tag = "adjustments",
     responses((status = 201, body = Accepted), (status = 400), (status = 403), (status = 404), (status = 422)))]
-pub async fn adjust(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn adjust(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin], "post adjustments")?;
     let h = CommandHeaders::parse(&headers)?;
     h.require_key()?;
     let b: AdjustmentBody = body.json()?;
     let account = |field: &str, text: &str| {
-        text.parse::<Account>().map_err(|e| ApiError::validation(format!("{field}: {e}")))
+        text.parse::<Account>()
+            .map_err(|e| ApiError::validation(format!("{field}: {e}")))
     };
     let asset = dto::asset(&b.asset)?;
     let cmd = AdjustCommand {
@@ -38,5 +44,14 @@ pub async fn adjust(State(state): State<AppState>, caller: Caller, headers: Head
         payment_id: b.payment_id,
     };
     adjustment_shape(&cmd)?;
-    run_command(&state, &caller, &h, &Method::POST, "/v1/adjustments", &body, Command::Adjust(cmd)).await
+    run_command(
+        &state,
+        &caller,
+        &h,
+        &Method::POST,
+        "/v1/adjustments",
+        &body,
+        Command::Adjust(cmd),
+    )
+    .await
 }

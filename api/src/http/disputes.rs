@@ -8,7 +8,10 @@ use ledger::dispute::{OpenDispute, PostMessage, Priority, Resolve, SubmitEvidenc
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::dto::{self, AssignBody, EvidenceBody, MessageBody, OpenDisputeBody, PriorityBody, ResolutionBody, StatusBody};
+use super::dto::{
+    self, AssignBody, EvidenceBody, MessageBody, OpenDisputeBody, PriorityBody, ResolutionBody,
+    StatusBody,
+};
 use super::extract::{Body, Caller, CommandHeaders};
 use super::problem::ApiError;
 use super::{run_command, AppState};
@@ -18,18 +21,39 @@ use crate::commands::{Accepted, Command, DisputeCommand};
 const PARTIES: &[Role] = &[Role::Coordinator, Role::Admin];
 const ADMIN: &[Role] = &[Role::Admin];
 
-async fn run(state: &AppState, caller: &Caller, headers: &HeaderMap, path: &str, body: &Body, cmd: DisputeCommand) -> Result<Response, ApiError> {
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    path: &str,
+    body: &Body,
+    cmd: DisputeCommand,
+) -> Result<Response, ApiError> {
     let h = CommandHeaders::parse(headers)?;
     if matches!(cmd, DisputeCommand::Resolve(..)) {
         h.require_key()?;
     }
-    run_command(state, caller, &h, &Method::POST, path, body, Command::Dispute(cmd)).await
+    run_command(
+        state,
+        caller,
+        &h,
+        &Method::POST,
+        path,
+        body,
+        Command::Dispute(cmd),
+    )
+    .await
 }
 
 /// Opens a dispute and freezes the payment's escrow.
 #[utoipa::path(post, path = "/v1/disputes", request_body = OpenDisputeBody, tag = "disputes",
     responses((status = 201, body = Accepted), (status = 400), (status = 404), (status = 422)))]
-pub async fn open(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn open(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(PARTIES, "open disputes")?;
     let b: OpenDisputeBody = body.json()?;
     dto::required_text("description", &b.description)?;
@@ -42,14 +66,28 @@ pub async fn open(State(state): State<AppState>, caller: Caller, headers: Header
         description: b.description,
         priority: Priority::Medium,
     };
-    run(&state, &caller, &headers, "/v1/disputes", &body, DisputeCommand::Open(cmd)).await
+    run(
+        &state,
+        &caller,
+        &headers,
+        "/v1/disputes",
+        &body,
+        DisputeCommand::Open(cmd),
+    )
+    .await
 }
 
 /// Adds evidence.
 #[utoipa::path(post, path = "/v1/disputes/{id}/evidence", request_body = EvidenceBody, tag = "disputes",
     params(("id" = Uuid, Path, description = "dispute id")),
     responses((status = 200, body = Accepted), (status = 400), (status = 404), (status = 422)))]
-pub async fn evidence(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn evidence(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(PARTIES, "submit evidence")?;
     let id = dto::path_id(&id)?;
     let b: EvidenceBody = body.json()?;
@@ -60,14 +98,28 @@ pub async fn evidence(State(state): State<AppState>, caller: Caller, Path(id): P
         url: b.url,
         description: b.description,
     };
-    run(&state, &caller, &headers, &format!("/v1/disputes/{id}/evidence"), &body, DisputeCommand::Evidence(id, cmd)).await
+    run(
+        &state,
+        &caller,
+        &headers,
+        &format!("/v1/disputes/{id}/evidence"),
+        &body,
+        DisputeCommand::Evidence(id, cmd),
+    )
+    .await
 }
 
 /// Posts a message.
 #[utoipa::path(post, path = "/v1/disputes/{id}/messages", request_body = MessageBody, tag = "disputes",
     params(("id" = Uuid, Path, description = "dispute id")),
     responses((status = 200, body = Accepted), (status = 400), (status = 404), (status = 422)))]
-pub async fn message(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(PARTIES, "post messages")?;
     let id = dto::path_id(&id)?;
     let b: MessageBody = body.json()?;
@@ -78,47 +130,100 @@ pub async fn message(State(state): State<AppState>, caller: Caller, Path(id): Pa
         body: b.body,
         attachments: b.attachments,
     };
-    run(&state, &caller, &headers, &format!("/v1/disputes/{id}/messages"), &body, DisputeCommand::Message(id, cmd)).await
+    run(
+        &state,
+        &caller,
+        &headers,
+        &format!("/v1/disputes/{id}/messages"),
+        &body,
+        DisputeCommand::Message(id, cmd),
+    )
+    .await
 }
 
 /// Assigns an administrator.
 #[utoipa::path(post, path = "/v1/disputes/{id}/assignment", request_body = AssignBody, tag = "disputes",
     params(("id" = Uuid, Path, description = "dispute id")),
     responses((status = 200, body = Accepted), (status = 403), (status = 404), (status = 422)))]
-pub async fn assign(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn assign(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(ADMIN, "assign disputes")?;
     let id = dto::path_id(&id)?;
     let b: AssignBody = body.json()?;
-    run(&state, &caller, &headers, &format!("/v1/disputes/{id}/assignment"), &body, DisputeCommand::Assign(id, b.admin)).await
+    run(
+        &state,
+        &caller,
+        &headers,
+        &format!("/v1/disputes/{id}/assignment"),
+        &body,
+        DisputeCommand::Assign(id, b.admin),
+    )
+    .await
 }
 
 /// Sets the priority.
 #[utoipa::path(post, path = "/v1/disputes/{id}/priority", request_body = PriorityBody, tag = "disputes",
     params(("id" = Uuid, Path, description = "dispute id")),
     responses((status = 200, body = Accepted), (status = 403), (status = 404), (status = 422)))]
-pub async fn priority(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn priority(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(ADMIN, "set dispute priorities")?;
     let id = dto::path_id(&id)?;
     let b: PriorityBody = body.json()?;
-    run(&state, &caller, &headers, &format!("/v1/disputes/{id}/priority"), &body, DisputeCommand::Priority(id, b.priority)).await
+    run(
+        &state,
+        &caller,
+        &headers,
+        &format!("/v1/disputes/{id}/priority"),
+        &body,
+        DisputeCommand::Priority(id, b.priority),
+    )
+    .await
 }
 
 /// Changes the status; `rejected`, `withdrawn` and `closed` end the dispute and unfreeze.
 #[utoipa::path(post, path = "/v1/disputes/{id}/status", request_body = StatusBody, tag = "disputes",
     params(("id" = Uuid, Path, description = "dispute id")),
     responses((status = 200, body = Accepted), (status = 403), (status = 404), (status = 422)))]
-pub async fn status(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(ADMIN, "change dispute statuses")?;
     let id = dto::path_id(&id)?;
     let b: StatusBody = body.json()?;
-    run(&state, &caller, &headers, &format!("/v1/disputes/{id}/status"), &body, DisputeCommand::Status(id, b.status, b.note)).await
+    run(
+        &state,
+        &caller,
+        &headers,
+        &format!("/v1/disputes/{id}/status"),
+        &body,
+        DisputeCommand::Status(id, b.status, b.note),
+    )
+    .await
 }
 
 fn part(field: &str, text: Option<&str>) -> Result<Option<Decimal>, ApiError> {
     text.map(|t| {
-        let v = ledger::money::parse_decimal_exact(t).map_err(|e| ApiError::validation(format!("{field}: {e}")))?;
+        let v = ledger::money::parse_decimal_exact(t)
+            .map_err(|e| ApiError::validation(format!("{field}: {e}")))?;
         if v < Decimal::ZERO {
-            return Err(ApiError::validation(format!("{field} must not be negative")));
+            return Err(ApiError::validation(format!(
+                "{field} must not be negative"
+            )));
         }
         Ok(v)
     })
@@ -129,7 +234,13 @@ fn part(field: &str, text: Option<&str>) -> Result<Option<Decimal>, ApiError> {
 #[utoipa::path(post, path = "/v1/disputes/{id}/resolution", request_body = ResolutionBody, tag = "disputes",
     params(("id" = Uuid, Path, description = "dispute id")),
     responses((status = 200, body = Accepted), (status = 400), (status = 403), (status = 404), (status = 422)))]
-pub async fn resolve(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn resolve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(ADMIN, "resolve disputes")?;
     let id = dto::path_id(&id)?;
     let b: ResolutionBody = body.json()?;
@@ -140,5 +251,13 @@ pub async fn resolve(State(state): State<AppState>, caller: Caller, Path(id): Pa
         fees: dto::fees(&b.fees)?,
         note: b.note,
     };
-    run(&state, &caller, &headers, &format!("/v1/disputes/{id}/resolution"), &body, DisputeCommand::Resolve(id, cmd)).await
+    run(
+        &state,
+        &caller,
+        &headers,
+        &format!("/v1/disputes/{id}/resolution"),
+        &body,
+        DisputeCommand::Resolve(id, cmd),
+    )
+    .await
 }

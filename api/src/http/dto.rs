@@ -27,9 +27,12 @@ pub fn path_id(text: &str) -> Result<Uuid, ApiError> {
 /// # Errors
 /// [`ApiError::Validation`] naming the field.
 pub fn amount(field: &str, text: &str) -> Result<Decimal, ApiError> {
-    let value = parse_decimal_exact(text).map_err(|e| ApiError::validation(format!("{field}: {e}")))?;
+    let value =
+        parse_decimal_exact(text).map_err(|e| ApiError::validation(format!("{field}: {e}")))?;
     if value <= Decimal::ZERO {
-        return Err(ApiError::validation(format!("{field}: {text:?} is not a positive amount")));
+        return Err(ApiError::validation(format!(
+            "{field}: {text:?} is not a positive amount"
+        )));
     }
     Ok(value)
 }
@@ -39,7 +42,8 @@ pub fn amount(field: &str, text: &str) -> Result<Decimal, ApiError> {
 /// # Errors
 /// [`ApiError::Validation`].
 pub fn amount_of(field: &str, asset: Asset, text: &str) -> Result<Decimal, ApiError> {
-    ledger::money::check_scale(asset, amount(field, text)?).map_err(|e| ApiError::validation(format!("{field}: {e}")))
+    ledger::money::check_scale(asset, amount(field, text)?)
+        .map_err(|e| ApiError::validation(format!("{field}: {e}")))
 }
 
 /// Parses an asset code.
@@ -47,7 +51,8 @@ pub fn amount_of(field: &str, asset: Asset, text: &str) -> Result<Decimal, ApiEr
 /// # Errors
 /// [`ApiError::Validation`].
 pub fn asset(text: &str) -> Result<Asset, ApiError> {
-    text.parse::<Asset>().map_err(|e| ApiError::validation(format!("asset: {e}")))
+    text.parse::<Asset>()
+        .map_err(|e| ApiError::validation(format!("asset: {e}")))
 }
 
 /// A fee as posted.
@@ -68,7 +73,12 @@ pub struct FeeBody {
 /// [`ApiError::Validation`].
 pub fn fees(list: &[FeeBody]) -> Result<Vec<Fee>, ApiError> {
     list.iter()
-        .map(|f| Ok(Fee { kind: f.kind, amount: amount("fees[].amount", &f.amount)? }))
+        .map(|f| {
+            Ok(Fee {
+                kind: f.kind,
+                amount: amount("fees[].amount", &f.amount)?,
+            })
+        })
         .collect()
 }
 

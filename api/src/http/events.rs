@@ -102,15 +102,28 @@ pub struct EventPage {
 #[utoipa::path(get, path = "/v1/payments/{id}/events", tag = "payments",
     params(("id" = Uuid, Path, description = "payment id")),
     responses((status = 200, body = EventPage), (status = 404)))]
-pub async fn payment_events(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<EventPage>, ApiError> {
-    caller.require(&[Role::Coordinator, Role::Admin, Role::Finance], "read payments")?;
+pub async fn payment_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EventPage>, ApiError> {
+    caller.require(
+        &[Role::Coordinator, Role::Admin, Role::Finance],
+        "read payments",
+    )?;
     let id = dto::path_id(&id)?;
     let events = store::read_stream(&state.pool, id).await?;
-    if events.first().is_none_or(|e| e.stream_type != ledger::payment::STREAM_TYPE) {
+    if events
+        .first()
+        .is_none_or(|e| e.stream_type != ledger::payment::STREAM_TYPE)
+    {
         return Err(ApiError::NotFound(format!("no payment {id}")));
     }
     let next_after = events.last().map_or(0, |e| e.position);
-    Ok(Json(EventPage { events: events.into_iter().map(EventView::from).collect(), next_after }))
+    Ok(Json(EventPage {
+        events: events.into_iter().map(EventView::from).collect(),
+        next_after,
+    }))
 }
 
 /// Query of the feed.
@@ -129,7 +142,11 @@ pub struct FeedQuery {
 /// transaction that could come before has ended.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(FeedQuery),
     responses((status = 200, body = EventPage), (status = 400)))]
-pub async fn feed(State(state): State<AppState>, caller: Caller, query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<EventPage>, ApiError> {
+pub async fn feed(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventPage>, ApiError> {
     caller.require(&[Role::Finance, Role::Admin], "read the event feed")?;
     let Query(q) = query.map_err(|e| ApiError::validation(e.body_text()))?;
     let after = q.after.unwrap_or(0);
@@ -142,5 +159,8 @@ pub async fn feed(State(state): State<AppState>, caller: Caller, query: Result<Q
         .ok_or_else(|| ApiError::validation(format!("there is no event at position {after}")))?;
     let events = store::read_feed(&state.pool, from, limit).await?;
     let next_after = events.last().map_or(after, |e| e.position);
-    Ok(Json(EventPage { events: events.into_iter().map(EventView::from).collect(), next_after }))
+    Ok(Json(EventPage {
+        events: events.into_iter().map(EventView::from).collect(),
+        next_after,
+    }))
 }

@@ -25,7 +25,10 @@ impl Caller {
         if roles.contains(&self.0.role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!("the {} role may not {what}", self.0.role)))
+            Err(ApiError::Forbidden(format!(
+                "the {} role may not {what}",
+                self.0.role
+            )))
         }
     }
 }
@@ -33,7 +36,10 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -44,7 +50,11 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized)?
             .trim();
-        state.tokens.authenticate(token).map(Caller).ok_or(ApiError::Unauthorized)
+        state
+            .tokens
+            .authenticate(token)
+            .map(Caller)
+            .ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -75,7 +85,8 @@ impl Body {
         if self.0.is_empty() {
             return Err(ApiError::validation("a JSON body is required"));
         }
-        serde_json::from_slice(&self.0).map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
+        serde_json::from_slice(&self.0)
+            .map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
     }
 
     /// The body as a JSON value, for hashing the request independently of whitespace and
@@ -117,7 +128,9 @@ impl CommandHeaders {
         let idempotency_key = text("idempotency-key")?;
         if let Some(k) = &idempotency_key {
             if k.is_empty() || k.len() > 255 {
-                return Err(ApiError::validation("Idempotency-Key must be 1 to 255 characters"));
+                return Err(ApiError::validation(
+                    "Idempotency-Key must be 1 to 255 characters",
+                ));
             }
         }
         let if_match = text("if-match")?
@@ -127,7 +140,9 @@ impl CommandHeaders {
                     .parse::<i64>()
                     .ok()
                     .filter(|n| *n >= 0)
-                    .ok_or_else(|| ApiError::validation("If-Match must be a stream version, like \"3\""))
+                    .ok_or_else(|| {
+                        ApiError::validation("If-Match must be a stream version, like \"3\"")
+                    })
             })
             .transpose()?;
         let correlation_id = match text("x-correlation-id")? {
@@ -150,7 +165,9 @@ impl CommandHeaders {
     /// [`ApiError::Validation`].
     pub fn require_key(&self) -> Result<(), ApiError> {
         if self.idempotency_key.is_none() {
-            return Err(ApiError::validation("this command moves money: an Idempotency-Key header is required"));
+            return Err(ApiError::validation(
+                "this command moves money: an Idempotency-Key header is required",
+            ));
         }
         Ok(())
     }

@@ -24,7 +24,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "readiness: database not reachable");
-            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "database": "unreachable"})))
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "database": "unreachable"})),
+            )
                 .into_response();
         }
     };
@@ -51,7 +54,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "missing_migrations": missing,
         "watermark": lag,
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -62,7 +69,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("feed_watermark_lag_seconds").set(i64_to_f64(w.held_back_ms) / 1000.0);
     }
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
         .into_response()

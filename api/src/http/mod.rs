@@ -144,7 +144,12 @@ pub async fn run_command(
     };
     metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
     let Answer { status, body, .. } = result?;
-    Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// `State` re-exported for the route files.

@@ -20,7 +20,12 @@ const WHO: &[Role] = &[Role::Coordinator];
 /// Creates a payment awaiting funds.
 #[utoipa::path(post, path = "/v1/payments", request_body = CreatePaymentBody, tag = "payments",
     responses((status = 201, body = Accepted), (status = 400), (status = 401), (status = 403), (status = 422)))]
-pub async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(WHO, "create payments")?;
     let h = CommandHeaders::parse(&headers)?;
     let b: CreatePaymentBody = body.json()?;
@@ -40,14 +45,29 @@ pub async fn create(State(state): State<AppState>, caller: Caller, headers: Head
         metadata: b.metadata,
     };
     let cmd = Command::Payment(PaymentCommand::Create(cmd));
-    run_command(&state, &caller, &h, &Method::POST, "/v1/payments", &body, cmd).await
+    run_command(
+        &state,
+        &caller,
+        &h,
+        &Method::POST,
+        "/v1/payments",
+        &body,
+        cmd,
+    )
+    .await
 }
 
 /// Records a deposit: `external:<provider>` → `escrow:<payment>`.
 #[utoipa::path(post, path = "/v1/payments/{id}/deposits", request_body = DepositBody, tag = "payments",
     params(("id" = Uuid, Path, description = "payment id"), ("Idempotency-Key" = String, Header, description = "required")),
     responses((status = 200, body = Accepted), (status = 400), (status = 404), (status = 409), (status = 422)))]
-pub async fn deposit(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn deposit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(WHO, "record deposits")?;
     let id = dto::path_id(&id)?;
     let h = CommandHeaders::parse(&headers)?;
@@ -61,12 +81,31 @@ pub async fn deposit(State(state): State<AppState>, caller: Caller, Path(id): Pa
         allow_excess: b.allow_excess,
     };
     let path = format!("/v1/payments/{id}/deposits");
-    run_command(&state, &caller, &h, &Method::POST, &path, &body, Command::Payment(PaymentCommand::Deposit(id, cmd))).await
+    run_command(
+        &state,
+        &caller,
+        &h,
+        &Method::POST,
+        &path,
+        &body,
+        Command::Payment(PaymentCommand::Deposit(id, cmd)),
+    )
+    .await
 }
 
-fn move_body(body: &Body) -> Result<(Option<rust_decimal::Decimal>, Vec<ledger::payment::Fee>), ApiError> {
-    let b: MoveBody = if body.0.is_empty() { MoveBody::default() } else { body.json()? };
-    let amount = b.amount.as_deref().map(|a| dto::amount("amount", a)).transpose()?;
+fn move_body(
+    body: &Body,
+) -> Result<(Option<rust_decimal::Decimal>, Vec<ledger::payment::Fee>), ApiError> {
+    let b: MoveBody = if body.0.is_empty() {
+        MoveBody::default()
+    } else {
+        body.json()?
+    };
+    let amount = b
+        .amount
+        .as_deref()
+        .map(|a| dto::amount("amount", a))
+        .transpose()?;
     Ok((amount, dto::fees(&b.fees)?))
 }
 
@@ -74,7 +113,13 @@ fn move_body(body: &Body) -> Result<(Option<rust_decimal::Decimal>, Vec<ledger::
 #[utoipa::path(post, path = "/v1/payments/{id}/releases", request_body = MoveBody, tag = "payments",
     params(("id" = Uuid, Path, description = "payment id")),
     responses((status = 200, body = Accepted), (status = 400), (status = 404), (status = 422)))]
-pub async fn release(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn release(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(WHO, "release funds")?;
     let id = dto::path_id(&id)?;
     let h = CommandHeaders::parse(&headers)?;
@@ -89,7 +134,13 @@ pub async fn release(State(state): State<AppState>, caller: Caller, Path(id): Pa
 #[utoipa::path(post, path = "/v1/payments/{id}/refunds", request_body = MoveBody, tag = "payments",
     params(("id" = Uuid, Path, description = "payment id")),
     responses((status = 200, body = Accepted), (status = 400), (status = 404), (status = 422)))]
-pub async fn refund(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn refund(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(WHO, "refund funds")?;
     let id = dto::path_id(&id)?;
     let h = CommandHeaders::parse(&headers)?;
@@ -104,23 +155,48 @@ pub async fn refund(State(state): State<AppState>, caller: Caller, Path(id): Pat
 #[utoipa::path(post, path = "/v1/payments/{id}/payouts", request_body = PayoutBody, tag = "payments",
     params(("id" = Uuid, Path, description = "payment id")),
     responses((status = 200, body = Accepted), (status = 400), (status = 404), (status = 422)))]
-pub async fn payout(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn payout(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(WHO, "pay out")?;
     let id = dto::path_id(&id)?;
     let h = CommandHeaders::parse(&headers)?;
     h.require_key()?;
     let b: PayoutBody = body.json()?;
     dto::required_text("reference", &b.reference)?;
-    let cmd = Payout { party: b.party, amount: dto::amount("amount", &b.amount)?, reference: b.reference };
+    let cmd = Payout {
+        party: b.party,
+        amount: dto::amount("amount", &b.amount)?,
+        reference: b.reference,
+    };
     let path = format!("/v1/payments/{id}/payouts");
-    run_command(&state, &caller, &h, &Method::POST, &path, &body, Command::Payment(PaymentCommand::Payout(id, cmd))).await
+    run_command(
+        &state,
+        &caller,
+        &h,
+        &Method::POST,
+        &path,
+        &body,
+        Command::Payment(PaymentCommand::Payout(id, cmd)),
+    )
+    .await
 }
 
 /// Cancels a payment that holds nothing.
 #[utoipa::path(post, path = "/v1/payments/{id}/cancellation", request_body = CancelBody, tag = "payments",
     params(("id" = Uuid, Path, description = "payment id")),
     responses((status = 200, body = Accepted), (status = 400), (status = 404), (status = 422)))]
-pub async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     caller.require(WHO, "cancel payments")?;
     let id = dto::path_id(&id)?;
     let h = CommandHeaders::parse(&headers)?;

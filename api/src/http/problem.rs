@@ -159,7 +159,10 @@ impl IntoResponse for ApiError {
         };
         let code = self.code();
         let body = Problem {
-            kind: format!("https://escrow-ledger.dev/problems/{}", code.replace('_', "-")),
+            kind: format!(
+                "https://escrow-ledger.dev/problems/{}",
+                code.replace('_', "-")
+            ),
             title: self.title(),
             status: status.as_u16(),
             detail,

@@ -5,9 +5,11 @@
 //! was allowed (and an excess is only ever refunded), and a frozen escrow moves only by its
 //! dispute's resolution.
 
+mod adjust;
 mod commands;
 mod error;
 mod events;
+mod settlement;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -21,9 +23,9 @@ use crate::decode::DecodeError;
 use crate::dispute::Outcome;
 use crate::event::{Metadata, NewEvent, RecordedEvent};
 
+pub use adjust::Adjustment;
 pub use commands::{
-    Adjustment, Cancel, CreatePayment, Deposit, Payout, Refund, Release, Settlement,
-    MAX_DEPOSIT_AGE_HOURS,
+    Cancel, CreatePayment, Deposit, Payout, Refund, Release, MAX_DEPOSIT_AGE_HOURS,
 };
 pub use error::PaymentError;
 pub use events::{
@@ -31,6 +33,7 @@ pub use events::{
     FundsDeposited, FundsRefunded, FundsReleased, Party, PaymentAccounts, PaymentCancelled,
     PaymentCreated, PaymentEvent, PayoutMade, STREAM_TYPE,
 };
+pub use settlement::Settlement;
 pub use status::PaymentStatus;
 
 /// The state of one payment. `Payment::default()` is a payment whose stream does not exist.

@@ -96,6 +96,53 @@ pub async fn append(
     .collect();
 
     let recorded_at = Utc::now().trunc_subsecs(6);
+    let rows = build_rows(appends, &heads, recorded_at)?;
+
+    let inserted: Vec<(i64, Uuid)> = sqlx::query_as(INSERT)
+        .bind(&rows.stream_id)
+        .bind(&rows.stream_type)
+        .bind(&rows.version)
+        .bind(&rows.event_id)
+        .bind(&rows.event_type)
+        .bind(&rows.schema_version)
+        .bind(&rows.payload)
+        .bind(&rows.metadata)
+        .bind(&rows.occurred_at)
+        .bind(recorded_at)
+        .bind(&rows.prev_hash)
+        .bind(&rows.hash)
+        .bind(&rows.p_event)
+        .bind(&rows.p_leg)
+        .bind(&rows.p_account)
+        .bind(&rows.p_asset)
+        .bind(&rows.p_amount)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify(e, appends))?;
+
+    let positions: HashMap<Uuid, i64> = inserted.into_iter().map(|(p, id)| (id, p)).collect();
+    let mut done = Vec::with_capacity(rows.event_id.len());
+    for i in 0..rows.event_id.len() {
+        let position = positions.get(&rows.event_id[i]).copied().ok_or_else(|| {
+            StoreError::InvalidAppend("an inserted event was not returned".into())
+        })?;
+        done.push(AppendedEvent {
+            event_id: rows.event_id[i],
+            stream_id: rows.stream_id[i],
+            version: rows.version[i],
+            position,
+        });
+    }
+    done.sort_by_key(|e| e.position);
+    Ok(done)
+}
+
+/// Checks expected versions against the heads and lays out the rows, chaining hashes.
+fn build_rows(
+    appends: &[StreamAppend],
+    heads: &HashMap<Uuid, (i64, Vec<u8>)>,
+    recorded_at: DateTime<Utc>,
+) -> Result<Rows, StoreError> {
     let recorded_micros = recorded_at.timestamp_micros();
     let mut rows = Rows::default();
     let mut index = 0_i32;
@@ -158,43 +205,7 @@ pub async fn append(
         }
     }
 
-    let inserted: Vec<(i64, Uuid)> = sqlx::query_as(INSERT)
-        .bind(&rows.stream_id)
-        .bind(&rows.stream_type)
-        .bind(&rows.version)
-        .bind(&rows.event_id)
-        .bind(&rows.event_type)
-        .bind(&rows.schema_version)
-        .bind(&rows.payload)
-        .bind(&rows.metadata)
-        .bind(&rows.occurred_at)
-        .bind(recorded_at)
-        .bind(&rows.prev_hash)
-        .bind(&rows.hash)
-        .bind(&rows.p_event)
-        .bind(&rows.p_leg)
-        .bind(&rows.p_account)
-        .bind(&rows.p_asset)
-        .bind(&rows.p_amount)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| classify(e, appends))?;
-
-    let positions: HashMap<Uuid, i64> = inserted.into_iter().map(|(p, id)| (id, p)).collect();
-    let mut done = Vec::with_capacity(rows.event_id.len());
-    for i in 0..rows.event_id.len() {
-        let position = positions.get(&rows.event_id[i]).copied().ok_or_else(|| {
-            StoreError::InvalidAppend("an inserted event was not returned".into())
-        })?;
-        done.push(AppendedEvent {
-            event_id: rows.event_id[i],
-            stream_id: rows.stream_id[i],
-            version: rows.version[i],
-            position,
-        });
-    }
-    done.sort_by_key(|e| e.position);
-    Ok(done)
+    Ok(rows)
 }
 
 fn validate(appends: &[StreamAppend]) -> Result<(), StoreError> {

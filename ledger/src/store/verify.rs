@@ -120,6 +120,7 @@ pub async fn verify(
         digest: GENESIS,
         faults: Vec::new(),
     };
+    settle(pool).await?;
     let mut expected_seen = false;
     let mut after = FeedPosition::START;
     loop {
@@ -198,6 +199,34 @@ pub async fn verify(
     }
     report.streams = heads.len() as u64;
     Ok(report)
+}
+
+/// Waits (at most 30 s) until every event committed now is below the feed's watermark, so
+/// a transaction still running elsewhere in the cluster does not cut the walk short.
+async fn settle(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0)::int8 FROM events")
+        .fetch_one(pool)
+        .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*)::int8 FROM events WHERE position <= $1 \
+             AND tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .bind(head)
+        .fetch_one(pool)
+        .await?;
+        if held == 0 || std::time::Instant::now() >= deadline {
+            if held > 0 {
+                tracing::warn!(
+                    held,
+                    "events held back by running transactions are not verified"
+                );
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Parses `POSITION:HEX` as printed by [`VerifyReport::digest_text`].

@@ -163,11 +163,11 @@ fn new_events_post_to_the_payment_accounts_and_history_rebuilds() {
         .into_iter()
         .enumerate()
         .map(|(i, e)| RecordedEvent {
-            position: i as i64 + 1,
+            position: i64::try_from(i).unwrap() + 1,
             tx_id: 1,
             stream_id: PAYMENT,
             stream_type: STREAM_TYPE.into(),
-            version: i as i64 + 1,
+            version: i64::try_from(i).unwrap() + 1,
             event_id: e.event_id,
             event_type: e.event_type,
             schema_version: e.schema_version,

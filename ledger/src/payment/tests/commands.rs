@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::account::{Account, Reference};
+use crate::dispute::DisputeStatus;
 use crate::refusal::RefusalKind;
 
 fn release(amount: Option<&str>, fees: Vec<Fee>) -> Release {
@@ -388,7 +389,6 @@ fn freeze_once_and_not_when_cancelled() {
 
 #[test]
 fn unfreeze_by_the_freezing_dispute_with_an_ending_status() {
-    use crate::dispute::DisputeStatus;
     let p = given(&[created(), deposited("100"), frozen()]);
     let p2 = then(&p, &p.unfreeze(DISPUTE, DisputeStatus::Withdrawn).unwrap());
     assert_eq!(
@@ -411,121 +411,25 @@ fn unfreeze_by_the_freezing_dispute_with_an_ending_status() {
     );
 }
 
-fn adjustment(from: Account, to: Account, amount: &str) -> Adjustment {
-    Adjustment {
-        adjustment_id: Uuid::from_u128(7),
-        from,
-        to,
-        amount: d(amount),
-        asset: Asset::Usd,
-        reason: "fix".into(),
-    }
-}
-
-#[test]
-fn adjust_moves_a_share_against_a_platform_account() {
-    let p = funded();
-    let cmd = adjustment(Account::Escrow(PAYMENT), Account::PlatformAdjustments, "5");
-    let events = p.adjust(&cmd).unwrap();
-    legs(&p, &events);
-    let p = then(&p, &events);
-    assert_eq!(p.held, d("95"));
-    let cmd = adjustment(
-        Account::PlatformSuspense,
-        Account::Seller(Reference::entity(SELLER)),
-        "5",
-    );
-    let p = then(&p, &p.adjust(&cmd).unwrap());
-    assert_eq!(p.seller_share, d("5"));
-}
-
-#[test]
-fn adjust_refusals() {
-    let p = funded();
-    let seller = Account::Seller(Reference::entity(SELLER));
-    let stranger = Account::Seller(Reference::entity(Uuid::from_u128(99)));
-    let adj = Account::PlatformAdjustments;
-    let err = p
-        .adjust(&adjustment(stranger.clone(), adj.clone(), "1"))
-        .unwrap_err();
-    assert!(matches!(err, PaymentError::AccountNotOfPayment { .. }));
-    assert_eq!(err.kind(), RefusalKind::Validation);
-    assert_eq!(
-        p.adjust(&adjustment(seller.clone(), adj.clone(), "1")),
-        Err(PaymentError::InsufficientFunds {
-            requested: d("1"),
-            available: Decimal::ZERO
-        })
-    );
-    assert_eq!(
-        p.adjust(&adjustment(Account::Escrow(PAYMENT), seller.clone(), "1")),
-        Err(PaymentError::NoPlatformCounterpart)
-    );
-    assert_eq!(
-        p.adjust(&adjustment(adj.clone(), adj.clone(), "1")),
-        Err(PaymentError::SameAccount)
-    );
-    let mut eur = adjustment(adj.clone(), seller.clone(), "1");
-    eur.asset = Asset::Eur;
-    assert!(matches!(
-        p.adjust(&eur),
-        Err(PaymentError::WrongAsset { .. })
-    ));
-    let f = then(&p, &[frozen()]);
-    assert_eq!(
-        f.adjust(&adjustment(adj, seller, "1")),
-        Err(PaymentError::EscrowFrozen {
-            dispute_id: DISPUTE
-        })
-    );
-}
-
-#[test]
-fn an_imported_negative_escrow_moves_nothing_out_until_made_whole() {
-    let p = given(&[
-        created(),
-        PaymentEvent::FundsReleased(FundsReleased {
-            amount: d("30"),
-            fees: vec![],
-            seller_amount: d("30"),
-        }),
-    ]);
-    assert_eq!(p.held, d("-30"));
-    assert!(matches!(
-        p.release(&Release::default()),
-        Err(PaymentError::InsufficientFunds { .. })
-    ));
-    assert!(matches!(
-        p.refund(&Refund::default()),
-        Err(PaymentError::InsufficientFunds { .. })
-    ));
-    let fix = adjustment(Account::PlatformAdjustments, Account::Escrow(PAYMENT), "40");
-    let p = then(&p, &p.adjust(&fix).unwrap());
-    assert_eq!(p.held, d("10"));
-    assert!(p.release(&Release::default()).is_ok());
-}
-
 #[test]
 fn status_follows_the_money() {
+    use PaymentStatus as S;
+    type Step = fn(&Payment) -> Vec<PaymentEvent>;
     let mut p = given(&[created()]);
     let mut seen = vec![p.status];
-    let steps: Vec<Box<dyn Fn(&Payment) -> Vec<PaymentEvent>>> = vec![
-        Box::new(|p| p.deposit(&deposit("50", false), now()).unwrap()),
-        Box::new(|p| p.deposit(&deposit("50", false), now()).unwrap()),
-        Box::new(|p| p.freeze(DISPUTE).unwrap()),
-        Box::new(|p| {
-            p.unfreeze(DISPUTE, crate::dispute::DisputeStatus::Rejected)
-                .unwrap()
-        }),
-        Box::new(|p| p.release(&release(Some("60"), vec![])).unwrap()),
-        Box::new(|p| p.refund(&Refund::default()).unwrap()),
+    let steps: Vec<Step> = vec![
+        |p| p.deposit(&deposit("50", false), now()).unwrap(),
+        |p| p.deposit(&deposit("50", false), now()).unwrap(),
+        |p| p.freeze(DISPUTE).unwrap(),
+        |p| p.unfreeze(DISPUTE, DisputeStatus::Rejected).unwrap(),
+        |p| p.release(&release(Some("60"), vec![])).unwrap(),
+        |p| p.refund(&Refund::default()).unwrap(),
     ];
     for step in steps {
         let events = step(&p);
         p = then(&p, &events);
         seen.push(p.status);
     }
-    use PaymentStatus as S;
     assert_eq!(
         seen,
         [

@@ -1,6 +1,7 @@
 //! Given/when/then tests of the payment aggregate: a history of events is given, a
 //! command is decided, and the events (or the refusal) are checked.
 
+mod adjust;
 mod codec;
 mod commands;
 mod settlement;
