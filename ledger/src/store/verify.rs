@@ -209,15 +209,15 @@ async fn settle(pool: &PgPool) -> Result<(), sqlx::Error> {
         .await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let held: i64 = sqlx::query_scalar(
+        let held_back: i64 = sqlx::query_scalar(
             "SELECT count(*)::int8 FROM events WHERE position <= $1 \
              AND tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
         )
         .bind(head)
         .fetch_one(pool)
         .await?;
-        if held == 0 || std::time::Instant::now() >= deadline {
-            if held > 0 {
+        if held_back == 0 || std::time::Instant::now() >= deadline {
+            if held_back > 0 {
                 tracing::warn!(
                     held,
                     "events held back by running transactions are not verified"
