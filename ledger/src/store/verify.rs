@@ -219,7 +219,7 @@ async fn settle(pool: &PgPool) -> Result<(), sqlx::Error> {
         if held_back == 0 || std::time::Instant::now() >= deadline {
             if held_back > 0 {
                 tracing::warn!(
-                    held,
+                    held_back,
                     "events held back by running transactions are not verified"
                 );
             }
