@@ -1,6 +1,8 @@
 //! The end-to-end test harness: a fresh PostgreSQL database per test (migrated by the real
 //! binary), the binary's path, and helpers to run it. Tests talk to a real PostgreSQL.
 
+pub mod server;
+
 use std::path::PathBuf;
 use std::process::Output;
 use std::str::FromStr;

@@ -1,0 +1,291 @@
+//! The whole escrow story over real HTTP against `escrow-ledger serve`: create, deposit,
+//! dispute, evidence, a split resolution with a fee, payouts; and who may do what.
+
+use e2e::server::Server;
+use e2e::TestDb;
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn balance(pool: &PgPool, account: &str) -> Decimal {
+    sqlx::query_scalar("SELECT coalesce(sum(amount), 0) FROM postings WHERE account = $1")
+        .bind(account)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn key() -> String {
+    Uuid::new_v4().to_string()
+}
+
+#[tokio::test]
+async fn the_whole_story_moves_money_exactly() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let admin = server.tokens.admin.clone();
+    let buyer = Uuid::new_v4();
+    let seller = Uuid::new_v4();
+
+    let (s, created) = server
+        .post(
+            "/v1/payments",
+            &coord,
+            &json!({
+                "buyer": {"kind": "entity", "id": buyer},
+                "seller": {"kind": "entity", "id": seller},
+                "purchase_request": {"kind": "external", "ref": "tmpl_8f2a"},
+                "amount": "125.50", "asset": "USD", "provider": "stripe",
+                "metadata": {"order": 42}
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let payment = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["stream_version"], 1);
+    assert!(created["position"].as_i64().unwrap() > 0);
+
+    let (s, dep) = server
+        .post(
+            &format!("/v1/payments/{payment}/deposits"),
+            &coord,
+            &json!({"amount": "125.50", "reference": "ch_1"}),
+            Some(&key()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{dep}");
+    assert_eq!(dep["stream_version"], 2);
+
+    let (s, opened) = server
+        .post(
+            "/v1/disputes",
+            &coord,
+            &json!({"payment_id": payment, "opened_by": {"kind": "entity", "id": buyer}, "role": "buyer",
+                    "reason": "not_as_described", "description": "the colour is wrong"}),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{opened}");
+    let dispute = opened["id"].as_str().unwrap().to_owned();
+
+    // Frozen: a release is refused while the dispute is open.
+    let (s, refused) = server
+        .post(
+            &format!("/v1/payments/{payment}/releases"),
+            &coord,
+            &json!({}),
+            Some(&key()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused["code"], "escrow_frozen");
+
+    let (s, ev) = server
+        .post(
+            &format!("/v1/disputes/{dispute}/evidence"),
+            &coord,
+            &json!({"submitted_by": {"kind": "entity", "id": buyer}, "type": "image", "url": "https://img.example/1.png"}),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{ev}");
+    let (s, _) = server
+        .post(
+            &format!("/v1/disputes/{dispute}/assignment"),
+            &admin,
+            &json!({"admin": {"kind": "external", "ref": "admin:alice"}}),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let (s, resolved) = server
+        .post(
+            &format!("/v1/disputes/{dispute}/resolution"),
+            &admin,
+            &json!({"outcome": "split", "seller_amount": "100.50", "buyer_amount": "25.00",
+                    "fees": [{"kind": "fee", "amount": "2.50"}], "note": "partial refund"}),
+            Some(&key()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{resolved}");
+
+    let seller_acct = format!("seller:{seller}");
+    let buyer_acct = format!("buyer:{buyer}");
+    assert_eq!(
+        balance(&db.admin, &format!("escrow:{payment}")).await,
+        Decimal::ZERO
+    );
+    assert_eq!(
+        balance(&db.admin, &seller_acct).await,
+        Decimal::new(9800, 2)
+    );
+    assert_eq!(balance(&db.admin, &buyer_acct).await, Decimal::new(2500, 2));
+    assert_eq!(
+        balance(&db.admin, "platform:fees").await,
+        Decimal::new(250, 2)
+    );
+
+    let (s, paid) = server
+        .post(
+            &format!("/v1/payments/{payment}/payouts"),
+            &coord,
+            &json!({"party": "seller", "amount": "98.00", "reference": "po_1"}),
+            Some(&key()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{paid}");
+    let (s, too_much) = server
+        .post(
+            &format!("/v1/payments/{payment}/payouts"),
+            &coord,
+            &json!({"party": "buyer", "amount": "25.01", "reference": "po_2"}),
+            Some(&key()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(too_much["code"], "insufficient_funds");
+    let (s, _) = server
+        .post(
+            &format!("/v1/payments/{payment}/payouts"),
+            &coord,
+            &json!({"party": "buyer", "amount": "25", "reference": "po_2"}),
+            Some(&key()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(balance(&db.admin, &seller_acct).await, Decimal::ZERO);
+    assert_eq!(
+        balance(&db.admin, "external:stripe").await,
+        Decimal::new(-250, 2)
+    );
+
+    // Every asset's postings sum to zero over the whole store.
+    let total: Decimal = sqlx::query_scalar("SELECT coalesce(sum(amount), 0) FROM postings")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    assert_eq!(total, Decimal::ZERO);
+
+    // The audit trail: every event with who and why.
+    let (s, trail) = server
+        .get(
+            &format!("/v1/payments/{payment}/events"),
+            &server.tokens.finance,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let types: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "PaymentCreated",
+            "FundsDeposited",
+            "EscrowFrozen",
+            "DisputeSettled",
+            "PayoutMade",
+            "PayoutMade"
+        ]
+    );
+    let settled = &trail["events"][3];
+    assert_eq!(
+        settled["metadata"]["actor"],
+        json!({"name": "ops-admin", "role": "admin"})
+    );
+    assert_eq!(settled["postings"].as_array().unwrap().len(), 4);
+    assert!(settled["metadata"]["correlation_id"].is_string());
+
+    // The dispute stream got its resolution, without postings.
+    let dispute_postings: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM postings p JOIN events e USING (position) WHERE e.stream_id = $1",
+    )
+    .bind(Uuid::parse_str(&dispute).unwrap())
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!(dispute_postings, 0);
+    let out = e2e::run_binary(&["verify"], &[("DATABASE_URL", db.url.as_str())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(server);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn roles_decide_who_may_post_what() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let body = json!({
+        "buyer": {"kind": "entity", "id": Uuid::new_v4()}, "seller": {"kind": "entity", "id": Uuid::new_v4()},
+        "purchase_request": {"kind": "entity", "id": Uuid::new_v4()}, "amount": "10", "asset": "EUR", "provider": "manual"
+    });
+    let (s, v) = server
+        .post("/v1/payments", &server.tokens.finance, &body, None)
+        .await;
+    assert_eq!(
+        (s, v["code"].clone()),
+        (StatusCode::FORBIDDEN, Value::from("forbidden"))
+    );
+    let (s, v) = server
+        .post("/v1/payments", "el_not_a_token", &body, None)
+        .await;
+    assert_eq!(
+        (s, v["code"].clone()),
+        (StatusCode::UNAUTHORIZED, Value::from("unauthorized"))
+    );
+    let (s, _, v) = server
+        .send("POST", "/v1/payments", None, Some(&body.to_string()), &[])
+        .await;
+    assert_eq!(
+        (s, v["code"].clone()),
+        (StatusCode::UNAUTHORIZED, Value::from("unauthorized"))
+    );
+    let (s, v) = server
+        .post("/v1/adjustments", &server.tokens.coordinator,
+              &json!({"from": "platform:suspense", "to": "platform:fees", "amount": "1", "asset": "USD", "reason": "x"}), Some("k"))
+        .await;
+    assert_eq!(
+        (s, v["code"].clone()),
+        (StatusCode::FORBIDDEN, Value::from("forbidden"))
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+    let (s, created) = server
+        .post("/v1/payments", &server.tokens.coordinator, &body, None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    // Health and the OpenAPI document need no token.
+    let (s, _, _) = server.send("GET", "/healthz", None, None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, ready) = server.send("GET", "/readyz", None, None, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{ready}");
+    let (s, _, doc) = server.send("GET", "/openapi.json", None, None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        doc["paths"]["/v1/payments/{id}/releases"]["post"].is_object(),
+        "{doc}"
+    );
+    let (s, _, metrics) = server.send("GET", "/metrics", None, None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        metrics.as_str().unwrap_or("").contains("commands_total"),
+        "{metrics}"
+    );
+    drop(server);
+    db.drop_db().await;
+}
