@@ -107,7 +107,7 @@ impl Server {
             .recv_timeout(Duration::from_secs(30))
             .expect("the server did not say where it listens");
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_mins(1))
             .pool_max_idle_per_host(64)
             .build()
             .expect("client");
