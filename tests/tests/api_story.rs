@@ -1,6 +1,8 @@
 //! The whole escrow story over real HTTP against `escrow-ledger serve`: create, deposit,
 //! dispute, evidence, a split resolution with a fee, payouts; and who may do what.
 
+#![allow(clippy::too_many_lines)] // a story test reads best as one story
+
 use e2e::server::Server;
 use e2e::TestDb;
 use reqwest::StatusCode;
