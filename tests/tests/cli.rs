@@ -1,0 +1,102 @@
+//! The binary's command line: `migrate` is idempotent, `token` prints a token and its
+//! tokens-file line (the hash only), and with `DATABASE_URL` unset the binary runs a
+//! private cluster of its own.
+
+use e2e::{run_binary, TestDb};
+use sha2::Digest;
+
+#[tokio::test]
+async fn migrate_twice_changes_nothing() {
+    let db = TestDb::new().await;
+    let out = run_binary(&["migrate"], &[("DATABASE_URL", db.url.as_str())]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "migrations: up to date"
+    );
+    db.drop_db().await;
+}
+
+#[test]
+fn token_prints_a_token_and_only_its_hash_for_the_file() {
+    let out = run_binary(&["token", "--role", "finance", "--name", "month-end"], &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .unwrap()
+        .trim();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tokens file line: "))
+        .unwrap()
+        .trim();
+    let hash = hex_lower(&sha2::Sha256::digest(token.as_bytes()));
+    assert_eq!(line, format!("finance month-end {hash}"));
+    assert!(!line.contains(token));
+    let bad = run_binary(&["token", "--role", "root", "--name", "x"], &[]);
+    assert!(!bad.status.success());
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[test]
+fn without_database_url_the_binary_runs_a_private_cluster() {
+    let dir = std::path::PathBuf::from(format!(
+        "/var/tmp/el-cli-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let data = dir.to_string_lossy().into_owned();
+    let env = [("ESCROW_LEDGER_DATA_DIR", data.as_str())];
+    let mut cmd = std::process::Command::new(e2e::binary());
+    cmd.arg("migrate").env_remove("DATABASE_URL").envs(env);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("private PostgreSQL cluster"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations: applied"));
+    // The second command finds it running and migrated.
+    let mut cmd = std::process::Command::new(e2e::binary());
+    cmd.arg("verify").env_remove("DATABASE_URL").envs(env);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verified 0 events"));
+    stop_cluster(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn stop_cluster(dir: &std::path::Path) {
+    let pg_ctl = ["/usr/local/bin/pg_ctl"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .chain(
+            std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("bin/pg_ctl")),
+        )
+        .find(|p| p.exists())
+        .expect("pg_ctl");
+    let status = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(pg_ctl)
+        .args(["-D"])
+        .arg(dir)
+        .args(["-m", "fast", "-w", "stop"])
+        .current_dir("/")
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
