@@ -13,6 +13,8 @@ use crate::decode::event_codec;
 use crate::event::{Metadata, NewEvent};
 use crate::payment::Fee;
 
+use super::imported::DisputeImported;
+
 /// The stream type of dispute streams (stream id = dispute id): a contract.
 pub const STREAM_TYPE: &str = "dispute";
 
@@ -116,6 +118,7 @@ pub struct DisputeResolved {
 
 /// Every event of a dispute stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 pub enum DisputeEvent {
     /// See [`DisputeOpened`].
     DisputeOpened(DisputeOpened),
@@ -131,6 +134,8 @@ pub enum DisputeEvent {
     StatusChanged(StatusChanged),
     /// See [`DisputeResolved`].
     DisputeResolved(DisputeResolved),
+    /// See [`DisputeImported`].
+    DisputeImported(DisputeImported),
 }
 
 event_codec!(DisputeEvent {
@@ -141,6 +146,7 @@ event_codec!(DisputeEvent {
     PriorityChanged,
     StatusChanged,
     DisputeResolved,
+    DisputeImported,
 });
 
 impl DisputeEvent {
@@ -148,7 +154,9 @@ impl DisputeEvent {
     /// closed)` for a `StatusChanged` to an ending status — the caller must then append
     /// `Payment::unfreeze(dispute_id, status)` in the same transaction — and
     /// `Some(resolved)` for `DisputeResolved` — the caller must append
-    /// `Payment::settle_dispute(&Settlement::from_resolution(..))`.
+    /// `Payment::settle_dispute(&Settlement::from_resolution(..))`. `None` for
+    /// `DisputeImported`: an imported ended dispute never froze the escrow, and its money
+    /// was imported as ledger entries.
     pub fn ends_dispute(&self) -> Option<DisputeStatus> {
         match self {
             DisputeEvent::StatusChanged(e) if e.status.is_terminal() => Some(e.status),

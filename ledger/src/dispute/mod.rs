@@ -7,8 +7,11 @@
 mod commands;
 mod error;
 mod events;
+mod imported;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_imported;
 mod types;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +26,9 @@ pub use error::DisputeError;
 pub use events::{
     new_events, AdminAssigned, DisputeEvent, DisputeOpened, DisputeResolved, EvidenceSubmitted,
     MessagePosted, PriorityChanged, StatusChanged, STREAM_TYPE,
+};
+pub use imported::{
+    DisputeImported, ImportedEvidence, ImportedMessage, ImportedResolution, ImportedTimelineEntry,
 };
 pub use types::{
     AuthorRole, DisputeReason, DisputeStatus, EvidenceType, Outcome, PartyRole, Priority,
@@ -108,6 +114,12 @@ impl Dispute {
             DisputeEvent::DisputeResolved(e) => {
                 self.status = DisputeStatus::Resolved;
                 self.resolution = Some(e.clone());
+            }
+            DisputeEvent::DisputeImported(e) => {
+                // Its own times: the state is as of the legacy `updatedAt`.
+                self.apply_imported(e);
+                self.version += 1;
+                return;
             }
         }
         if event.ends_dispute().is_some() {

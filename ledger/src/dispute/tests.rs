@@ -284,6 +284,9 @@ fn every_event() -> Vec<DisputeEvent> {
     r.seller_amount = Some(dec("10.5"));
     r.buyer_amount = Some(dec("0"));
     events.extend(d.resolve(r).unwrap());
+    events.push(DisputeEvent::DisputeImported(
+        super::tests_imported::sample(),
+    ));
     events
 }
 

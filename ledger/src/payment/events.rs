@@ -15,6 +15,8 @@ use crate::event::{Metadata, NewEvent};
 use crate::money::Asset;
 use crate::posting::{transfer, Posting};
 
+use super::imported::{LedgerEntryImported, PaymentImported};
+
 /// The stream type of payment streams (stream id = payment id): a contract.
 pub const STREAM_TYPE: &str = "payment";
 
@@ -236,6 +238,10 @@ pub enum PaymentEvent {
     DisputeSettled(DisputeSettled),
     /// See [`AdjustmentPosted`].
     AdjustmentPosted(AdjustmentPosted),
+    /// See [`PaymentImported`].
+    PaymentImported(PaymentImported),
+    /// See [`LedgerEntryImported`].
+    LedgerEntryImported(LedgerEntryImported),
 }
 
 event_codec!(PaymentEvent {
@@ -249,6 +255,8 @@ event_codec!(PaymentEvent {
     EscrowUnfrozen,
     DisputeSettled,
     AdjustmentPosted,
+    PaymentImported,
+    LedgerEntryImported,
 });
 
 /// The accounts a payment's events post to. Built from the payment's terms
@@ -337,7 +345,13 @@ impl PaymentEvent {
                     legs.extend(transfer(e.from.clone(), e.to.clone(), e.asset, e.amount));
                 }
             }
+            PaymentEvent::LedgerEntryImported(e) => {
+                if !e.amount.is_zero() {
+                    legs.extend(transfer(e.from.clone(), e.to.clone(), e.asset, e.amount));
+                }
+            }
             PaymentEvent::PaymentCreated(_)
+            | PaymentEvent::PaymentImported(_)
             | PaymentEvent::PaymentCancelled(_)
             | PaymentEvent::EscrowFrozen(_)
             | PaymentEvent::EscrowUnfrozen(_) => {}

@@ -9,6 +9,7 @@ mod adjust;
 mod commands;
 mod error;
 mod events;
+mod imported;
 mod settlement;
 mod status;
 #[cfg(test)]
@@ -32,6 +33,10 @@ pub use events::{
     total_fees, AdjustmentPosted, DisputeSettled, EscrowFrozen, EscrowUnfrozen, Fee, FeeKind,
     FundsDeposited, FundsRefunded, FundsReleased, Party, PaymentAccounts, PaymentCancelled,
     PaymentCreated, PaymentEvent, PayoutMade, STREAM_TYPE,
+};
+pub use imported::{
+    entry_stream_id, EntryDirection, EntryKind, EntryPlacement, LedgerEntryImported,
+    PaymentImported, ENTRY_STREAM_TYPE,
 };
 pub use settlement::Settlement;
 pub use status::PaymentStatus;
@@ -179,6 +184,8 @@ impl Payment {
                 self.adjust_share(&e.from, -e.amount);
                 self.adjust_share(&e.to, e.amount);
             }
+            PaymentEvent::PaymentImported(e) => self.apply_payment_imported(e, occurred_at),
+            PaymentEvent::LedgerEntryImported(e) => self.apply_entry_imported(e, occurred_at),
         }
         self.excess_held = self.excess_held.min(self.held.max(Decimal::ZERO));
         self.version += 1;

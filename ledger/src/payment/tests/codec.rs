@@ -57,6 +57,9 @@ fn every_event() -> Vec<PaymentEvent> {
             reason: "fix".into(),
         }),
     ]
+    .into_iter()
+    .chain(super::imported::samples())
+    .collect()
 }
 
 #[test]
@@ -94,6 +97,7 @@ fn every_money_event_balances_per_asset() {
         let moves_money = !matches!(
             event,
             PaymentEvent::PaymentCreated(_)
+                | PaymentEvent::PaymentImported(_)
                 | PaymentEvent::PaymentCancelled(_)
                 | PaymentEvent::EscrowFrozen(_)
                 | PaymentEvent::EscrowUnfrozen(_)

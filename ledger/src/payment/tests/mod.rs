@@ -4,6 +4,7 @@
 mod adjust;
 mod codec;
 mod commands;
+mod imported;
 mod settlement;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
