@@ -156,8 +156,8 @@ BEGIN
             CREATE TABLE projection.trial_balance_%1$s (
                 asset     text PRIMARY KEY,
                 total     numeric NOT NULL,
-                debits    numeric NOT NULL,
-                credits   numeric NOT NULL,
+                inflows   numeric NOT NULL,
+                outflows  numeric NOT NULL,
                 postings  bigint NOT NULL
             )$t$, s);
 
@@ -224,6 +224,7 @@ BEGIN
             CREATE TABLE projection.dispute_timeline_%1$s (
                 dispute_id   uuid NOT NULL,
                 version      bigint NOT NULL,
+                entry        integer NOT NULL,
                 position     bigint NOT NULL,
                 event_type   text NOT NULL,
                 occurred_at  timestamptz NOT NULL,
@@ -233,7 +234,7 @@ BEGIN
                 priority     text NOT NULL,
                 admin        text,
                 note         text,
-                PRIMARY KEY (dispute_id, version)
+                PRIMARY KEY (dispute_id, version, entry)
             )$t$, s);
 
         EXECUTE format($t$
@@ -284,7 +285,7 @@ BEGIN
             FROM projection.balance_history_%1$s$v$, p_side);
         EXECUTE format($v$
             CREATE OR REPLACE VIEW finance.trial_balance AS
-            SELECT asset, total, debits, credits, postings
+            SELECT asset, total, inflows, outflows, postings
             FROM projection.trial_balance_%1$s$v$, p_side);
     ELSIF p_projector = 'disputes' THEN
         EXECUTE format($v$
@@ -307,7 +308,7 @@ BEGIN
             FROM projection.dispute_messages_%1$s$v$, p_side);
         EXECUTE format($v$
             CREATE OR REPLACE VIEW finance.dispute_timeline AS
-            SELECT dispute_id, version, position, event_type, occurred_at, actor_name,
+            SELECT dispute_id, version, entry, position, event_type, occurred_at, actor_name,
                    actor_role, status, priority, admin, note
             FROM projection.dispute_timeline_%1$s$v$, p_side);
     ELSE

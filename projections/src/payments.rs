@@ -1,0 +1,471 @@
+//! The payments projector: folds each payment stream through `Payment::apply` (the
+//! aggregate's own fold), keeps the fold's state in `projection.payments_<side>` column by
+//! column, and in the same transaction moves the payment between reconciliation buckets
+//! (provider, status, asset, UTC day of creation), so bucket sums always equal sums over
+//! the payments table.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use ledger::payment::{EntryKind, Payment, PaymentCreated, PaymentEvent, STREAM_TYPE};
+use ledger::Asset;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::feed::FeedEvent;
+use crate::text::{parse_enum, parse_reference, reference_key};
+use crate::{Projection, ProjectionError, Side};
+
+const NAME: &str = "payments";
+
+/// A row of `projection.payments_<side>`: the payment's fold state and when each step
+/// happened.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+struct PaymentRow {
+    payment_id: Uuid,
+    version: i64,
+    status: String,
+    asset: String,
+    provider: String,
+    buyer: String,
+    seller: String,
+    purchase_request: String,
+    seller_offer: Option<String>,
+    metadata: Option<Value>,
+    amount: Decimal,
+    deposited: Decimal,
+    excess: Decimal,
+    excess_held: Decimal,
+    held: Decimal,
+    released: Decimal,
+    refunded: Decimal,
+    fees: Decimal,
+    aml_fees: Decimal,
+    seller_share: Decimal,
+    buyer_share: Decimal,
+    paid_out_seller: Decimal,
+    paid_out_buyer: Decimal,
+    open_dispute_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    funded_at: Option<DateTime<Utc>>,
+    released_at: Option<DateTime<Utc>>,
+    refunded_at: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+    disputed_at: Option<DateTime<Utc>>,
+    paid_out_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    last_position: i64,
+}
+
+/// What the projector keeps beside the aggregate's state.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    disputed_at: Option<DateTime<Utc>>,
+    paid_out_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    last_position: i64,
+}
+
+impl PaymentRow {
+    /// The aggregate's state this row holds.
+    fn to_state(&self) -> Result<(Payment, Extra), String> {
+        let terms = PaymentCreated {
+            payment_id: self.payment_id,
+            buyer: parse_reference("buyer", &self.buyer)?,
+            seller: parse_reference("seller", &self.seller)?,
+            purchase_request: parse_reference("purchase_request", &self.purchase_request)?,
+            seller_offer: self
+                .seller_offer
+                .as_deref()
+                .map(|k| parse_reference("seller_offer", k))
+                .transpose()?,
+            amount: self.amount,
+            asset: self
+                .asset
+                .parse::<Asset>()
+                .map_err(|e| format!("column asset: {e}"))?,
+            provider: self.provider.clone(),
+            metadata: self.metadata.clone(),
+        };
+        let payment = Payment {
+            terms: Some(terms),
+            status: parse_enum("status", &self.status)?,
+            deposited: self.deposited,
+            excess: self.excess,
+            excess_held: self.excess_held,
+            held: self.held,
+            released: self.released,
+            refunded: self.refunded,
+            fees: self.fees,
+            aml_fees: self.aml_fees,
+            seller_share: self.seller_share,
+            buyer_share: self.buyer_share,
+            paid_out_seller: self.paid_out_seller,
+            paid_out_buyer: self.paid_out_buyer,
+            frozen_by: self.open_dispute_id,
+            created_at: Some(self.created_at),
+            funded_at: self.funded_at,
+            released_at: self.released_at,
+            refunded_at: self.refunded_at,
+            cancelled_at: self.cancelled_at,
+            version: self.version,
+        };
+        let extra = Extra {
+            disputed_at: self.disputed_at,
+            paid_out_at: self.paid_out_at,
+            updated_at: Some(self.updated_at),
+            last_position: self.last_position,
+        };
+        Ok((payment, extra))
+    }
+
+    /// The row for a folded state.
+    fn from_state(id: Uuid, p: &Payment, extra: &Extra) -> Result<PaymentRow, String> {
+        let Some(terms) = &p.terms else {
+            return Err(format!(
+                "payment stream {id} has events but no PaymentCreated before them"
+            ));
+        };
+        let (Some(created_at), Some(updated_at)) = (p.created_at, extra.updated_at) else {
+            return Err(format!("payment {id} has no creation time"));
+        };
+        Ok(PaymentRow {
+            payment_id: terms.payment_id,
+            version: p.version,
+            status: p.status.as_str().to_owned(),
+            asset: terms.asset.code().to_owned(),
+            provider: terms.provider.clone(),
+            buyer: reference_key(&terms.buyer),
+            seller: reference_key(&terms.seller),
+            purchase_request: reference_key(&terms.purchase_request),
+            seller_offer: terms.seller_offer.as_ref().map(reference_key),
+            metadata: terms.metadata.clone().filter(|m| !m.is_null()),
+            amount: terms.amount,
+            deposited: p.deposited,
+            excess: p.excess,
+            excess_held: p.excess_held,
+            held: p.held,
+            released: p.released,
+            refunded: p.refunded,
+            fees: p.fees,
+            aml_fees: p.aml_fees,
+            seller_share: p.seller_share,
+            buyer_share: p.buyer_share,
+            paid_out_seller: p.paid_out_seller,
+            paid_out_buyer: p.paid_out_buyer,
+            open_dispute_id: p.frozen_by,
+            created_at,
+            funded_at: p.funded_at,
+            released_at: p.released_at,
+            refunded_at: p.refunded_at,
+            cancelled_at: p.cancelled_at,
+            disputed_at: extra.disputed_at,
+            paid_out_at: extra.paid_out_at,
+            updated_at,
+            last_position: extra.last_position,
+        })
+    }
+
+    fn bucket_key(&self) -> BucketKey {
+        BucketKey {
+            provider: self.provider.clone(),
+            status: self.status.clone(),
+            asset: self.asset.clone(),
+            day: self.created_at.date_naive(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct BucketKey {
+    provider: String,
+    status: String,
+    asset: String,
+    day: NaiveDate,
+}
+
+/// A change of one bucket's count and sums (also the row shape for the upsert).
+#[derive(Debug, Clone, Default, Serialize)]
+struct BucketDelta {
+    provider: String,
+    status: String,
+    asset: String,
+    day: Option<NaiveDate>,
+    payments: i64,
+    amount: Decimal,
+    deposited: Decimal,
+    excess: Decimal,
+    held: Decimal,
+    released: Decimal,
+    refunded: Decimal,
+    fees: Decimal,
+    aml_fees: Decimal,
+    paid_out: Decimal,
+}
+
+impl BucketDelta {
+    /// Adds (`sign` = 1) or removes (`sign` = -1) a payment's contribution.
+    fn add(&mut self, r: &PaymentRow, sign: i64) -> Option<()> {
+        let s = Decimal::from(sign);
+        let add = |acc: &mut Decimal, v: Decimal| -> Option<()> {
+            *acc = acc.checked_add(v.checked_mul(s)?)?;
+            Some(())
+        };
+        self.payments += sign;
+        add(&mut self.amount, r.amount)?;
+        add(&mut self.deposited, r.deposited)?;
+        add(&mut self.excess, r.excess)?;
+        add(&mut self.held, r.held)?;
+        add(&mut self.released, r.released)?;
+        add(&mut self.refunded, r.refunded)?;
+        add(&mut self.fees, r.fees)?;
+        add(&mut self.aml_fees, r.aml_fees)?;
+        add(
+            &mut self.paid_out,
+            r.paid_out_seller.checked_add(r.paid_out_buyer)?,
+        )?;
+        Some(())
+    }
+
+    fn is_nothing(&self) -> bool {
+        self.payments == 0
+            && [
+                self.amount,
+                self.deposited,
+                self.excess,
+                self.held,
+                self.released,
+                self.refunded,
+                self.fees,
+                self.aml_fees,
+                self.paid_out,
+            ]
+            .iter()
+            .all(Decimal::is_zero)
+    }
+}
+
+/// Applies a batch to `projection.payments_<side>` and `reconciliation_buckets_<side>`.
+pub(crate) async fn apply(
+    conn: &mut PgConnection,
+    side: Side,
+    events: &[FeedEvent],
+) -> Result<(), ProjectionError> {
+    let ours: Vec<&FeedEvent> = events
+        .iter()
+        .filter(|e| e.stream_type == STREAM_TYPE)
+        .collect();
+    if ours.is_empty() {
+        return Ok(());
+    }
+    let halt = |reason: String| ProjectionError::halt(NAME, reason);
+    let table = Projection::table("payments", side);
+    let mut ids: Vec<Uuid> = ours.iter().map(|e| e.stream_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+
+    let before: Vec<PaymentRow> =
+        sqlx::query_as(&format!("SELECT * FROM {table} WHERE payment_id = ANY($1)"))
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut states: HashMap<Uuid, (Payment, Extra)> = HashMap::with_capacity(ids.len());
+    for row in &before {
+        states.insert(row.payment_id, row.to_state().map_err(&halt)?);
+    }
+
+    for e in &ours {
+        let (payment, extra) = states.entry(e.stream_id).or_default();
+        if e.version != payment.version + 1 {
+            return Err(halt(format!(
+                "payment {} is at version {} but the next event in the feed (position {}) has version {}",
+                e.stream_id, payment.version, e.position, e.version
+            )));
+        }
+        let event =
+            PaymentEvent::decode(&e.event_type, e.schema_version, &e.payload).map_err(|err| {
+                halt(format!(
+                    "event at position {} does not decode: {err}",
+                    e.position
+                ))
+            })?;
+        payment.apply(&event, e.occurred_at);
+        payment.version = e.version;
+        match event {
+            PaymentEvent::EscrowFrozen(_) => extra.disputed_at = Some(e.occurred_at),
+            PaymentEvent::PayoutMade(_) => extra.paid_out_at = Some(e.occurred_at),
+            PaymentEvent::LedgerEntryImported(x) if x.kind == EntryKind::Payout => {
+                extra.paid_out_at = Some(e.occurred_at);
+            }
+            _ => {}
+        }
+        extra.updated_at = Some(e.occurred_at);
+        extra.last_position = e.position;
+    }
+
+    let mut after = Vec::with_capacity(ids.len());
+    for id in &ids {
+        if let Some((payment, extra)) = states.get(id) {
+            after.push(PaymentRow::from_state(*id, payment, extra).map_err(&halt)?);
+        }
+    }
+
+    let mut buckets: BTreeMap<BucketKey, BucketDelta> = BTreeMap::new();
+    let overflow = || halt("a reconciliation bucket's sum overflows".into());
+    for (rows, sign) in [(&before, -1), (&after, 1)] {
+        for r in rows {
+            buckets
+                .entry(r.bucket_key())
+                .or_default()
+                .add(r, sign)
+                .ok_or_else(overflow)?;
+        }
+    }
+    let deltas: Vec<BucketDelta> = buckets
+        .into_iter()
+        .map(|(k, mut d)| {
+            d.provider = k.provider;
+            d.status = k.status;
+            d.asset = k.asset;
+            d.day = Some(k.day);
+            d
+        })
+        .filter(|d| !d.is_nothing())
+        .collect();
+
+    sqlx::query(&format!("DELETE FROM {table} WHERE payment_id = ANY($1)"))
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1)"
+    ))
+    .bind(sqlx::types::Json(&after))
+    .execute(&mut *conn)
+    .await?;
+    write_buckets(conn, side, &deltas).await?;
+    Ok(())
+}
+
+async fn write_buckets(
+    conn: &mut PgConnection,
+    side: Side,
+    deltas: &[BucketDelta],
+) -> Result<(), ProjectionError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let table = Projection::table("reconciliation_buckets", side);
+    let emptied: Vec<(String, String, String, NaiveDate)> = sqlx::query_as(&format!(
+        "INSERT INTO {table} AS b \
+         SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1) \
+         ON CONFLICT (provider, status, asset, day) DO UPDATE SET \
+             payments = b.payments + excluded.payments, \
+             amount = b.amount + excluded.amount, \
+             deposited = b.deposited + excluded.deposited, \
+             excess = b.excess + excluded.excess, \
+             held = b.held + excluded.held, \
+             released = b.released + excluded.released, \
+             refunded = b.refunded + excluded.refunded, \
+             fees = b.fees + excluded.fees, \
+             aml_fees = b.aml_fees + excluded.aml_fees, \
+             paid_out = b.paid_out + excluded.paid_out \
+         RETURNING provider, status, asset, day, payments"
+    ))
+    .bind(sqlx::types::Json(deltas))
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .filter_map(
+        |(p, s, a, d, n): (String, String, String, NaiveDate, i64)| {
+            (n == 0).then_some((p, s, a, d))
+        },
+    )
+    .collect();
+    if emptied.is_empty() {
+        return Ok(());
+    }
+    // A bucket no payment is in any more is removed, so that an incremental run and a
+    // rebuild leave the same rows.
+    let (p, s, a, d): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = emptied.into_iter().fold(
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |mut acc, (p, s, a, d)| {
+            acc.0.push(p);
+            acc.1.push(s);
+            acc.2.push(a);
+            acc.3.push(d);
+            acc
+        },
+    );
+    sqlx::query(&format!(
+        "DELETE FROM {table} b USING unnest($1::text[], $2::text[], $3::text[], $4::date[]) \
+             AS k(provider, status, asset, day) \
+         WHERE (b.provider, b.status, b.asset, b.day) = (k.provider, k.status, k.asset, k.day) \
+           AND b.payments = 0"
+    ))
+    .bind(&p)
+    .bind(&s)
+    .bind(&a)
+    .bind(&d)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger::payment::FundsDeposited;
+    use ledger::Reference;
+
+    fn created() -> PaymentCreated {
+        PaymentCreated {
+            payment_id: Uuid::new_v4(),
+            buyer: Reference::entity(Uuid::new_v4()),
+            seller: Reference::external("shop 7"),
+            purchase_request: Reference::entity(Uuid::new_v4()),
+            seller_offer: None,
+            amount: Decimal::new(10_000, 2),
+            asset: Asset::Usd,
+            provider: "stripe".into(),
+            metadata: Some(serde_json::json!({"k": 1})),
+        }
+    }
+
+    #[test]
+    fn a_folded_payment_survives_its_row() {
+        let terms = created();
+        let id = terms.payment_id;
+        let now = Utc::now();
+        let mut p = Payment::default();
+        p.apply(&PaymentEvent::PaymentCreated(terms), now);
+        p.apply(
+            &PaymentEvent::FundsDeposited(FundsDeposited {
+                amount: Decimal::new(12_000, 2),
+                reference: "r".into(),
+                allow_excess: true,
+                excess: Decimal::new(2_000, 2),
+            }),
+            now,
+        );
+        let extra = Extra {
+            updated_at: Some(now),
+            last_position: 9,
+            ..Extra::default()
+        };
+        let row = PaymentRow::from_state(id, &p, &extra).unwrap();
+        let (back, back_extra) = row.to_state().unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back_extra.last_position, 9);
+        assert_eq!(row.status, "funded");
+    }
+
+    #[test]
+    fn a_payment_without_terms_is_refused() {
+        let p = Payment::default();
+        assert!(PaymentRow::from_state(Uuid::nil(), &p, &Extra::default()).is_err());
+    }
+}
