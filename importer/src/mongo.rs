@@ -1,0 +1,147 @@
+//! The MongoDB side: raw documents only (`RawDocumentBuf`, never deserialized twice), read
+//! by `_id` in ascending order with the driver's batch cursor, resumed with `_id > last`
+//! (never `skip`), in batches handed to the writer through a bounded channel so that reading
+//! overlaps writing while memory stays flat (at most a few batches, each capped in bytes).
+
+use std::time::Duration;
+
+use bson::oid::ObjectId;
+use bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Collection, Database};
+use tokio::sync::mpsc;
+
+/// A batch is flushed at this many bytes even before `batch_size` documents (1 MB
+/// messages exist).
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Batches read ahead of the writer.
+pub const READ_AHEAD: usize = 2;
+
+/// An error of the MongoDB side.
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    /// The driver failed (unreachable, refused, ...).
+    #[error("MongoDB: {0}")]
+    Driver(#[from] mongodb::error::Error),
+}
+
+/// The legacy database.
+#[derive(Debug, Clone)]
+pub struct Legacy {
+    db: Database,
+}
+
+impl Legacy {
+    /// Connects to `uri` and opens database `db`.
+    ///
+    /// # Errors
+    /// A malformed URI or an unreachable server.
+    pub async fn connect(uri: &str, db: &str) -> Result<Legacy, MongoError> {
+        let mut options = ClientOptions::parse(uri).await?;
+        options.app_name = Some("escrow-ledger-import".into());
+        options.server_selection_timeout = Some(Duration::from_secs(10));
+        let client = Client::with_options(options)?;
+        let db = client.database(db);
+        db.run_command(doc! { "ping": 1 }).await?;
+        Ok(Legacy { db })
+    }
+
+    /// A collection of raw documents.
+    pub fn raw(&self, name: &str) -> Collection<RawDocumentBuf> {
+        self.db.collection::<RawDocumentBuf>(name)
+    }
+
+    /// The number of documents in a collection (after `after`, when given).
+    ///
+    /// # Errors
+    /// A driver error.
+    pub async fn count(&self, name: &str, after: Option<ObjectId>) -> Result<u64, MongoError> {
+        let filter = after.map_or_else(Document::new, |a| doc! { "_id": { "$gt": a } });
+        Ok(self.raw(name).count_documents(filter).await?)
+    }
+
+    /// Reads `name` in `_id` order after `after`, in batches of at most `batch_size`
+    /// documents and [`MAX_BATCH_BYTES`], at most [`READ_AHEAD`] batches ahead.
+    pub fn batches(
+        &self,
+        name: &str,
+        after: Option<ObjectId>,
+        batch_size: u32,
+    ) -> mpsc::Receiver<Result<Vec<RawDocumentBuf>, MongoError>> {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let coll = self.raw(name);
+        tokio::spawn(async move {
+            let result = read_all(&coll, after, batch_size, &tx).await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+
+    /// The documents of `name` whose `_id` is among `ids`, in `_id` order.
+    ///
+    /// # Errors
+    /// A driver error.
+    pub async fn by_ids(
+        &self,
+        name: &str,
+        ids: &[ObjectId],
+    ) -> Result<Vec<RawDocumentBuf>, MongoError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<Bson> = ids.iter().map(|i| Bson::ObjectId(*i)).collect();
+        self.collect(name, doc! { "_id": { "$in": list } }).await
+    }
+
+    /// The documents of `name` matching `filter`, in `_id` order.
+    ///
+    /// # Errors
+    /// A driver error.
+    pub async fn collect(
+        &self,
+        name: &str,
+        filter: Document,
+    ) -> Result<Vec<RawDocumentBuf>, MongoError> {
+        let mut cursor = self.raw(name).find(filter).sort(doc! { "_id": 1 }).await?;
+        let mut out = Vec::new();
+        while cursor.advance().await? {
+            out.push(cursor.current().to_raw_document_buf());
+        }
+        Ok(out)
+    }
+}
+
+async fn read_all(
+    coll: &Collection<RawDocumentBuf>,
+    after: Option<ObjectId>,
+    batch_size: u32,
+    tx: &mpsc::Sender<Result<Vec<RawDocumentBuf>, MongoError>>,
+) -> Result<(), MongoError> {
+    let filter = after.map_or_else(Document::new, |a| doc! { "_id": { "$gt": a } });
+    let mut cursor = coll
+        .find(filter)
+        .sort(doc! { "_id": 1 })
+        .batch_size(batch_size)
+        .await?;
+    let cap = usize::try_from(batch_size).unwrap_or(usize::MAX).max(1);
+    let mut batch = Vec::with_capacity(cap);
+    let mut bytes = 0;
+    while cursor.advance().await? {
+        let current = cursor.current();
+        bytes += current.as_bytes().len();
+        batch.push(current.to_raw_document_buf());
+        if batch.len() >= cap || bytes >= MAX_BATCH_BYTES {
+            if tx.send(Ok(std::mem::take(&mut batch))).await.is_err() {
+                return Ok(());
+            }
+            bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(batch)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,824 @@
+//! One import run of a domain: `payments` (the `payments` pass, then
+//! `fundsledgerentries`, then the status and escrow checks) or `disputes` (refused until
+//! payments has finished). Each batch is one short PostgreSQL transaction holding its
+//! events, id map rows, rejects, anomalies and checkpoint; a killed run resumes from the
+//! checkpoint (`_id > last`) and ends with exactly the events of an uninterrupted one. A dry
+//! run does everything inside one transaction that is rolled back, so its report is the
+//! real one's. `--retry-rejects` reads the open rejects again by `_id`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bson::oid::ObjectId;
+use bson::{doc, Bson, RawDocumentBuf};
+use chrono::Utc;
+use ledger::event::{Actor, Metadata, NewEvent};
+use ledger::payment::{EntryKind, EntryPlacement, PaymentCreated, PaymentEvent, STREAM_TYPE};
+use ledger::posting::transfer;
+use ledger::ExpectedVersion;
+use serde_json::json;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::check::{fold_payments, reconcile_payments};
+use crate::ids::{event_id, Collection};
+use crate::legacy::{ejson, AnomalyKind, Reject, RejectCode};
+use crate::mongo::{Legacy, MongoError};
+use crate::progress::{Progress, ProgressMode};
+use crate::report::{CollectionReport, Report};
+use crate::store::{self, AnomalyRow, BatchWrite, DepositRef, IdMapRow, RejectRow, StoreFailure};
+use crate::translate::{
+    duplicates_of, finish_dispute, parse_dispute, parse_entry, payment, place_entry,
+    DisputePayment, ParsedEntry, PaymentContext,
+};
+
+/// A domain imported in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// `payments` then `fundsledgerentries`.
+    Payments,
+    /// `disputes`.
+    Disputes,
+}
+
+impl Domain {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Domain::Payments => "payments",
+            Domain::Disputes => "disputes",
+        }
+    }
+
+    /// Its collections, in import order.
+    pub fn collections(self) -> &'static [Collection] {
+        match self {
+            Domain::Payments => &[Collection::Payments, Collection::FundsLedgerEntries],
+            Domain::Disputes => &[Collection::Disputes],
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The domain.
+    pub domain: Domain,
+    /// The legacy MongoDB.
+    pub mongo_uri: String,
+    /// Its database.
+    pub mongo_db: String,
+    /// Documents per batch (and per transaction).
+    pub batch_size: u32,
+    /// Write nothing.
+    pub dry_run: bool,
+    /// Read the open rejects again instead of the collections.
+    pub retry_rejects: bool,
+    /// How to show progress.
+    pub progress: ProgressMode,
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// MongoDB failed.
+    #[error(transparent)]
+    Mongo(#[from] MongoError),
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
+    /// The run may not start (disputes before payments, ...).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<sqlx::Error> for ImportError {
+    fn from(e: sqlx::Error) -> Self {
+        ImportError::Store(StoreFailure::Database(e))
+    }
+}
+
+/// The database a run writes to: batches committed one by one, or one transaction rolled
+/// back at the end (dry run).
+enum Db {
+    Live(PgPool),
+    Dry(Box<Transaction<'static, Postgres>>),
+}
+
+/// A connection of the run: pooled, or the dry run's transaction.
+enum Conn<'a> {
+    Pooled(PoolConnection<Postgres>),
+    Borrowed(&'a mut PgConnection),
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Borrowed(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Borrowed(c) => c,
+        }
+    }
+}
+
+impl Db {
+    async fn conn(&mut self) -> Result<Conn<'_>, sqlx::Error> {
+        Ok(match self {
+            Db::Live(pool) => Conn::Pooled(pool.acquire().await?),
+            Db::Dry(tx) => Conn::Borrowed(tx),
+        })
+    }
+
+    async fn write(&mut self, batch: BatchWrite) -> Result<u64, StoreFailure> {
+        match self {
+            Db::Live(pool) => {
+                let mut tx = pool.begin().await?;
+                let n = store::write_batch(&mut tx, batch).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+            Db::Dry(tx) => store::write_batch(tx, batch).await,
+        }
+    }
+}
+
+/// The metadata of an event made from a legacy document.
+pub fn metadata(
+    collection: Collection,
+    object_id: &str,
+    digest: &str,
+    index: u32,
+) -> serde_json::Value {
+    let m = Metadata {
+        correlation_id: collection.uuid_of(object_id),
+        causation_id: None,
+        actor: Actor {
+            name: "escrow-ledger import".into(),
+            role: "importer".into(),
+        },
+        source: "import".into(),
+        legacy: Some(json!({
+            "collection": collection.name(),
+            "object_id": object_id,
+            "digest": digest,
+            "index": index,
+        })),
+    };
+    serde_json::to_value(m).unwrap_or_default()
+}
+
+fn object_id_of(raw: &RawDocumentBuf) -> String {
+    match raw.get("_id") {
+        Ok(Some(bson::RawBsonRef::ObjectId(o))) => o.to_hex(),
+        Ok(Some(other)) => bson::Bson::try_from(other.to_raw_bson())
+            .map_or_else(|_| "?".into(), |b| b.into_canonical_extjson().to_string()),
+        _ => "?".into(),
+    }
+}
+
+struct Run<'a> {
+    opts: &'a ImportOptions,
+    legacy: Legacy,
+    db: Db,
+    report: Report,
+}
+
+/// Runs an import (or a dry run, or a retry of rejects) and returns its report.
+///
+/// # Errors
+/// [`ImportError`]: MongoDB or PostgreSQL failed, or the run may not start. Whatever
+/// batches committed before stay committed (the next run resumes after them).
+pub async fn import(pool: &PgPool, opts: &ImportOptions) -> Result<Report, ImportError> {
+    let started = Instant::now();
+    let legacy = Legacy::connect(&opts.mongo_uri, &opts.mongo_db).await?;
+    let db = if opts.dry_run {
+        let mut tx = pool.begin().await?;
+        // The dry run's one transaction waits on MongoDB between batches.
+        sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
+        Db::Dry(Box::new(tx))
+    } else {
+        Db::Live(pool.clone())
+    };
+    let mut run = Run {
+        opts,
+        legacy,
+        db,
+        report: Report {
+            domain: opts.domain.name().into(),
+            mode: if opts.dry_run {
+                "dry_run".into()
+            } else if opts.retry_rejects {
+                "retry_rejects".into()
+            } else {
+                "import".into()
+            },
+            started_at: Some(Utc::now()),
+            dry_run: opts.dry_run,
+            ..Report::default()
+        },
+    };
+    run.go().await?;
+    run.report.finished_at = Some(Utc::now());
+    run.report.seconds = started.elapsed().as_secs_f64();
+    if let Db::Dry(tx) = run.db {
+        tx.rollback().await?;
+    }
+    Ok(run.report)
+}
+
+impl Run<'_> {
+    async fn go(&mut self) -> Result<(), ImportError> {
+        let domain = self.opts.domain;
+        if domain == Domain::Disputes {
+            let mut c = self.db.conn().await?;
+            if !store::domain_completed(&mut c, "payments").await? {
+                return Err(ImportError::Refused(
+                    "import disputes refuses to start: the payments domain has not finished (run `import payments` first)".into(),
+                ));
+            }
+        }
+        {
+            let mut c = self.db.conn().await?;
+            store::mark_domain(&mut c, domain.name(), false).await?;
+        }
+        for &collection in domain.collections() {
+            if self.opts.retry_rejects {
+                self.retry(collection).await?;
+            } else {
+                self.pass(collection).await?;
+            }
+        }
+        {
+            let mut c = self.db.conn().await?;
+            reconcile_payments(&mut c, domain == Domain::Disputes).await?;
+            store::mark_domain(&mut c, domain.name(), true).await?;
+        }
+        self.fill_lists().await?;
+        Ok(())
+    }
+
+    async fn pass(&mut self, collection: Collection) -> Result<(), ImportError> {
+        let name = collection.name();
+        let after = {
+            let mut c = self.db.conn().await?;
+            store::checkpoint(&mut c, name)
+                .await?
+                .and_then(|(last, _)| ObjectId::parse_str(&last).ok())
+        };
+        let at_start = self.legacy.count(name, after).await?;
+        let mut progress = Progress::start(self.opts.progress, name, at_start);
+        let mut figures = CollectionReport {
+            collection: name.into(),
+            documents_at_start: at_start,
+            ..CollectionReport::default()
+        };
+        let mut rx = self.legacy.batches(name, after, self.opts.batch_size);
+        while let Some(batch) = rx.recv().await {
+            let docs = batch?;
+            let n = docs.len() as u64;
+            let mut write = self.process(collection, &docs, false, &mut figures).await?;
+            if let Some(last) = docs.last() {
+                let last = object_id_of(last);
+                if crate::ids::is_object_id_hex(&last) {
+                    write.checkpoint = Some((name, last, i64::try_from(n).unwrap_or(0)));
+                }
+            }
+            let written = self.db.write(write).await?;
+            figures.read += n;
+            figures.events_written += written;
+            self.report.events_written += written;
+            progress.advance(n);
+        }
+        progress.finish();
+        figures.documents_at_end = self.legacy.count(name, after).await?;
+        if figures.documents_at_end != at_start {
+            let warning = format!(
+                "{name}: {at_start} documents to read at the start but {} at the end: LEGACY WRITERS ARE STILL RUNNING; stop them and run the import again",
+                figures.documents_at_end
+            );
+            tracing::warn!("{warning}");
+            self.report.warnings.push(warning);
+        }
+        let mut c = self.db.conn().await?;
+        store::complete_collection(&mut c, name).await?;
+        drop(c);
+        self.report.collections.push(figures);
+        Ok(())
+    }
+
+    async fn retry(&mut self, collection: Collection) -> Result<(), ImportError> {
+        let name = collection.name();
+        let ids: Vec<ObjectId> = {
+            let mut c = self.db.conn().await?;
+            store::open_rejects(&mut c, name)
+                .await?
+                .iter()
+                .filter_map(|h| ObjectId::parse_str(h).ok())
+                .collect()
+        };
+        let mut figures = CollectionReport {
+            collection: name.into(),
+            documents_at_start: ids.len() as u64,
+            documents_at_end: ids.len() as u64,
+            ..CollectionReport::default()
+        };
+        let mut progress = Progress::start(self.opts.progress, name, ids.len() as u64);
+        let chunk = usize::try_from(self.opts.batch_size).unwrap_or(500).max(1);
+        for part in ids.chunks(chunk) {
+            let docs = self.legacy.by_ids(name, part).await?;
+            let n = docs.len() as u64;
+            let write = self.process(collection, &docs, true, &mut figures).await?;
+            let written = self.db.write(write).await?;
+            figures.read += n;
+            figures.events_written += written;
+            self.report.events_written += written;
+            progress.advance(n);
+        }
+        progress.finish();
+        self.report.collections.push(figures);
+        Ok(())
+    }
+
+    async fn process(
+        &mut self,
+        collection: Collection,
+        docs: &[RawDocumentBuf],
+        retry: bool,
+        figures: &mut CollectionReport,
+    ) -> Result<BatchWrite, ImportError> {
+        let mut write = BatchWrite::default();
+        match collection {
+            Collection::Payments => payments_batch(docs, &mut write),
+            Collection::FundsLedgerEntries => self.entries_batch(docs, &mut write).await?,
+            Collection::Disputes => self.disputes_batch(docs, &mut write).await?,
+            _ => {}
+        }
+        figures.rejected += write.rejects.len() as u64;
+        figures.imported += write.id_map.len() as u64;
+        if retry {
+            write.resolved = write
+                .id_map
+                .iter()
+                .map(|r| (r.collection, r.object_id.clone()))
+                .collect();
+        }
+        Ok(write)
+    }
+
+    #[allow(clippy::too_many_lines)]
+    async fn entries_batch(
+        &mut self,
+        docs: &[RawDocumentBuf],
+        write: &mut BatchWrite,
+    ) -> Result<(), ImportError> {
+        let name = Collection::FundsLedgerEntries.name();
+        let parsed: Vec<Result<ParsedEntry, Reject>> =
+            docs.iter().map(|d| parse_entry(d)).collect();
+        let mut hexes: Vec<String> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().and_then(|p| p.payment_hex.clone()))
+            .collect();
+        hexes.sort();
+        hexes.dedup();
+        let uuids: Vec<Uuid> = hexes
+            .iter()
+            .map(|h| Collection::Payments.uuid_of(h))
+            .collect();
+        let terms = {
+            let mut c = self.db.conn().await?;
+            store::payment_terms(&mut c, &uuids).await?
+        };
+        let mut contexts: HashMap<String, PaymentContext> = HashMap::new();
+        let mut unknown = Vec::new();
+        for h in &hexes {
+            match terms.get(&Collection::Payments.uuid_of(h)) {
+                Some(t) => {
+                    contexts.insert(h.clone(), PaymentContext::Imported(Box::new(t.clone())));
+                }
+                None => unknown.push(h.clone()),
+            }
+        }
+        let oids: Vec<ObjectId> = unknown
+            .iter()
+            .filter_map(|h| ObjectId::parse_str(h).ok())
+            .collect();
+        for d in self
+            .legacy
+            .by_ids(Collection::Payments.name(), &oids)
+            .await?
+        {
+            let context = match payment(&d) {
+                Ok(_) => PaymentContext::NotImported,
+                Err(r) => PaymentContext::Rejected(r.to_string()),
+            };
+            contexts.insert(object_id_of(&d), context);
+        }
+        let references: Vec<Bson> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().and_then(|p| p.reference.clone()))
+            .map(Bson::String)
+            .collect();
+        let candidates: Vec<ParsedEntry> = if references.is_empty() {
+            Vec::new()
+        } else {
+            self.legacy
+                .collect(name, doc! { "reference": { "$in": references } })
+                .await?
+                .iter()
+                .filter_map(|d| parse_entry(d).ok())
+                .collect()
+        };
+        for (raw, p) in docs.iter().zip(parsed) {
+            let p = match p {
+                Ok(p) => p,
+                Err(r) => {
+                    write
+                        .rejects
+                        .push(reject_row(Collection::FundsLedgerEntries, raw, &r));
+                    continue;
+                }
+            };
+            let context = p
+                .payment_hex
+                .as_ref()
+                .map(|h| contexts.get(h).cloned().unwrap_or(PaymentContext::Missing));
+            let placed = match place_entry(&p, context.as_ref()) {
+                Ok(placed) => placed,
+                Err(r) => {
+                    write
+                        .rejects
+                        .push(reject_row(Collection::FundsLedgerEntries, raw, &r));
+                    continue;
+                }
+            };
+            let hex = &p.source.object_id;
+            let mut anomalies = placed.anomalies.clone();
+            for other in duplicates_of(&p, &candidates) {
+                anomalies.push(crate::legacy::Anomaly::new(
+                    AnomalyKind::DuplicateWebhook,
+                    format!(
+                        "same reference {:?}, type and amount as {} ({} s apart)",
+                        p.reference.as_deref().unwrap_or(""),
+                        other.source.object_id,
+                        (other.created_at - p.created_at).num_seconds().abs()
+                    ),
+                ));
+            }
+            let e = &placed.event;
+            let event = NewEvent {
+                event_id: event_id(
+                    Collection::FundsLedgerEntries,
+                    hex,
+                    0,
+                    "LedgerEntryImported",
+                ),
+                event_type: "LedgerEntryImported".into(),
+                schema_version: 1,
+                payload: PaymentEvent::LedgerEntryImported(e.clone()).payload(),
+                metadata: metadata(Collection::FundsLedgerEntries, hex, &p.source.digest, 0),
+                occurred_at: p.created_at,
+                postings: transfer(e.from.clone(), e.to.clone(), e.asset, e.amount).to_vec(),
+            };
+            if let (EntryKind::Deposit, EntryPlacement::Payment, Some(reference), Some(pid)) =
+                (e.kind, e.placement, e.reference.as_ref(), e.payment_id)
+            {
+                if let Some(PaymentContext::Imported(t)) = &context {
+                    write.deposits.push(DepositRef {
+                        provider: t.provider.clone(),
+                        reference: reference.clone(),
+                        payment_id: pid,
+                        event_id: event.event_id,
+                    });
+                }
+            }
+            write.push_events(
+                placed.stream_id,
+                placed.stream_type,
+                ExpectedVersion::Any,
+                vec![event],
+            );
+            write.id_map.push(IdMapRow {
+                collection: Collection::FundsLedgerEntries.name(),
+                object_id: hex.clone(),
+                id: p.entry_id,
+                stream_id: placed.stream_id,
+                stream_type: placed.stream_type,
+                digest: p.source.digest.clone(),
+                purchase_request: None,
+            });
+            push_anomalies(write, Collection::FundsLedgerEntries, hex, anomalies);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_lines)]
+    async fn disputes_batch(
+        &mut self,
+        docs: &[RawDocumentBuf],
+        write: &mut BatchWrite,
+    ) -> Result<(), ImportError> {
+        let parsed: Vec<_> = docs.iter().map(|d| parse_dispute(d)).collect();
+        // Find each dispute's payment: by paymentId, else by purchaseRequestId.
+        let mut found: Vec<Result<Uuid, Reject>> = Vec::with_capacity(parsed.len());
+        for p in &parsed {
+            let Ok(p) = p else {
+                found.push(Err(Reject::whole(RejectCode::MalformedBson, "")));
+                continue;
+            };
+            let result = if let Some(h) = &p.payment_hex {
+                Ok(Collection::Payments.uuid_of(h))
+            } else if let Some(pr) = &p.imported.purchase_request {
+                let mut c = self.db.conn().await?;
+                let ids = store::payments_of_purchase_request(&mut c, &pr.account_key()).await?;
+                match ids.as_slice() {
+                    [one] => Ok(*one),
+                    [] => Err(Reject::at(
+                        RejectCode::PaymentNotFound,
+                        "purchaseRequestId",
+                        "no paymentId and no imported payment has this purchaseRequestId",
+                    )),
+                    _ => Err(Reject::at(
+                        RejectCode::AmbiguousPayment,
+                        "purchaseRequestId",
+                        "no paymentId and several payments have this purchaseRequestId",
+                    )),
+                }
+            } else {
+                Err(Reject::at(
+                    RejectCode::PaymentNotFound,
+                    "paymentId",
+                    "neither paymentId nor purchaseRequestId",
+                ))
+            };
+            found.push(result);
+        }
+        let ids: Vec<Uuid> = found
+            .iter()
+            .filter_map(|f| f.as_ref().ok().copied())
+            .collect();
+        let (terms, mut states) = {
+            let mut c = self.db.conn().await?;
+            let terms: HashMap<Uuid, PaymentCreated> = store::payment_terms(&mut c, &ids).await?;
+            let states = fold_payments(&mut c, &ids).await?;
+            (terms, states)
+        };
+        // Payments named by paymentId but not imported: rejected, or absent from MongoDB.
+        let missing: Vec<ObjectId> = parsed
+            .iter()
+            .zip(&found)
+            .filter_map(|(p, f)| match (p, f) {
+                (Ok(p), Ok(id)) if !terms.contains_key(id) => p
+                    .payment_hex
+                    .as_deref()
+                    .and_then(|h| ObjectId::parse_str(h).ok()),
+                _ => None,
+            })
+            .collect();
+        let mut in_mongo: HashMap<String, String> = HashMap::new();
+        for d in self
+            .legacy
+            .by_ids(Collection::Payments.name(), &missing)
+            .await?
+        {
+            let why = match payment(&d) {
+                Ok(_) => "it was not imported".to_owned(),
+                Err(r) => format!("it was rejected: {r}"),
+            };
+            in_mongo.insert(object_id_of(&d), why);
+        }
+        for ((raw, p), f) in docs.iter().zip(parsed).zip(found) {
+            let p = match p {
+                Ok(p) => p,
+                Err(r) => {
+                    write
+                        .rejects
+                        .push(reject_row(Collection::Disputes, raw, &r));
+                    continue;
+                }
+            };
+            let finished = f.and_then(|payment_id| {
+                let t = terms.get(&payment_id).ok_or_else(|| {
+                    let hex = p.payment_hex.clone().unwrap_or_default();
+                    match in_mongo.get(&hex) {
+                        Some(why) => Reject::at(
+                            RejectCode::PaymentNotImported,
+                            "paymentId",
+                            format!("payment {hex}: {why}"),
+                        ),
+                        None => Reject::at(
+                            RejectCode::PaymentNotFound,
+                            "paymentId",
+                            format!("payment {hex} does not exist"),
+                        ),
+                    }
+                })?;
+                finish_dispute(
+                    &p,
+                    DisputePayment {
+                        payment_id,
+                        asset: t.asset,
+                        by_purchase_request: p.payment_hex.is_none(),
+                    },
+                )
+            });
+            let (imported, mut anomalies) = match finished {
+                Ok(x) => x,
+                Err(r) => {
+                    write
+                        .rejects
+                        .push(reject_row(Collection::Disputes, raw, &r));
+                    continue;
+                }
+            };
+            let hex = p.source.object_id.clone();
+            let payment_id = imported.opened.payment_id;
+            let dispute_id = p.dispute_id;
+            let event = ledger::dispute::DisputeEvent::DisputeImported(imported.clone());
+            write.push_events(
+                dispute_id,
+                ledger::dispute::STREAM_TYPE,
+                ExpectedVersion::NoStream,
+                vec![NewEvent {
+                    event_id: event_id(Collection::Disputes, &hex, 0, "DisputeImported"),
+                    event_type: "DisputeImported".into(),
+                    schema_version: 1,
+                    payload: event.payload(),
+                    metadata: metadata(Collection::Disputes, &hex, &p.source.digest, 0),
+                    occurred_at: imported.created_at,
+                    postings: Vec::new(),
+                }],
+            );
+            if !imported.status.is_terminal() {
+                let state = states.entry(payment_id).or_default();
+                match state.payment.freeze(dispute_id) {
+                    Ok(events) => {
+                        for e in &events {
+                            state.payment.apply(e, imported.created_at);
+                        }
+                        let frozen = &events[0];
+                        write.push_events(
+                            payment_id,
+                            STREAM_TYPE,
+                            ExpectedVersion::Any,
+                            vec![NewEvent {
+                                event_id: event_id(Collection::Disputes, &hex, 1, "EscrowFrozen"),
+                                event_type: "EscrowFrozen".into(),
+                                schema_version: 1,
+                                payload: frozen.payload(),
+                                metadata: metadata(Collection::Disputes, &hex, &p.source.digest, 1),
+                                occurred_at: imported.created_at,
+                                postings: Vec::new(),
+                            }],
+                        );
+                    }
+                    Err(e) => anomalies.push(crate::legacy::Anomaly::new(
+                        AnomalyKind::OpenDisputeNotFrozen,
+                        format!("payment {payment_id} could not be frozen: {e}"),
+                    )),
+                }
+            }
+            write.id_map.push(IdMapRow {
+                collection: Collection::Disputes.name(),
+                object_id: hex.clone(),
+                id: dispute_id,
+                stream_id: dispute_id,
+                stream_type: ledger::dispute::STREAM_TYPE,
+                digest: p.source.digest.clone(),
+                purchase_request: None,
+            });
+            push_anomalies(write, Collection::Disputes, &hex, anomalies);
+        }
+        Ok(())
+    }
+
+    /// Fills the report's lists from the tables: complete across resumed runs.
+    async fn fill_lists(&mut self) -> Result<(), ImportError> {
+        let names: Vec<&str> = self
+            .opts
+            .domain
+            .collections()
+            .iter()
+            .map(|c| c.name())
+            .collect();
+        let mut names = names;
+        if self.opts.domain == Domain::Disputes {
+            names.push(Collection::Payments.name());
+        }
+        let mut c = self.db.conn().await?;
+        let rejects: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT collection, object_id, code, field, reason FROM legacy_import.rejects \
+             WHERE collection = ANY($1) AND resolved_at IS NULL ORDER BY collection, object_id",
+        )
+        .bind(&names)
+        .fetch_all(&mut *c)
+        .await?;
+        let anomalies: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT collection, object_id, kind, detail FROM legacy_import.anomalies \
+             WHERE collection = ANY($1) ORDER BY kind, collection, object_id",
+        )
+        .bind(&names)
+        .fetch_all(&mut *c)
+        .await?;
+        drop(c);
+        self.report.rejected.clear();
+        self.report.anomalies.clear();
+        for (collection, object_id, code, _field, reason) in rejects {
+            self.report.reject(&code, &collection, &object_id, &reason);
+        }
+        for (collection, object_id, kind, detail) in anomalies {
+            self.report.anomaly(&kind, &collection, &object_id, &detail);
+        }
+        Ok(())
+    }
+}
+
+/// Translates a batch of payments (no lookups needed).
+fn payments_batch(docs: &[RawDocumentBuf], write: &mut BatchWrite) {
+    for raw in docs {
+        match payment(raw) {
+            Ok((imported, source)) => {
+                let hex = source.object_id.clone();
+                let id = imported.terms.payment_id;
+                let purchase_request = Some(imported.terms.purchase_request.account_key());
+                let event = PaymentEvent::PaymentImported(imported.clone());
+                write.push_events(
+                    id,
+                    STREAM_TYPE,
+                    ExpectedVersion::NoStream,
+                    vec![NewEvent {
+                        event_id: event_id(Collection::Payments, &hex, 0, "PaymentImported"),
+                        event_type: "PaymentImported".into(),
+                        schema_version: 1,
+                        payload: event.payload(),
+                        metadata: metadata(Collection::Payments, &hex, &source.digest, 0),
+                        occurred_at: imported.created_at,
+                        postings: Vec::new(),
+                    }],
+                );
+                write.id_map.push(IdMapRow {
+                    collection: Collection::Payments.name(),
+                    object_id: hex.clone(),
+                    id,
+                    stream_id: id,
+                    stream_type: STREAM_TYPE,
+                    digest: source.digest.clone(),
+                    purchase_request,
+                });
+                push_anomalies(write, Collection::Payments, &hex, source.anomalies);
+            }
+            Err(r) => write
+                .rejects
+                .push(reject_row(Collection::Payments, raw, &r)),
+        }
+    }
+}
+
+fn push_anomalies(
+    write: &mut BatchWrite,
+    collection: Collection,
+    hex: &str,
+    anomalies: Vec<crate::legacy::Anomaly>,
+) {
+    for anomaly in anomalies {
+        // One row per kind and document: merge the details of repeats.
+        if let Some(row) = write.anomalies.iter_mut().find(|r| {
+            r.object_id == hex
+                && r.anomaly.kind == anomaly.kind
+                && r.collection == collection.name()
+        }) {
+            row.anomaly.detail.push_str("; ");
+            row.anomaly.detail.push_str(&anomaly.detail);
+        } else {
+            write.anomalies.push(AnomalyRow {
+                collection: collection.name(),
+                object_id: hex.to_owned(),
+                anomaly,
+            });
+        }
+    }
+}
+
+fn reject_row(collection: Collection, raw: &RawDocumentBuf, r: &Reject) -> RejectRow {
+    let ejson = ejson::text(&ejson::lossy(raw));
+    RejectRow {
+        collection: collection.name(),
+        object_id: object_id_of(raw),
+        code: r.code.as_str().into(),
+        field: r.field.clone(),
+        reason: r.to_string().replace('\0', "\u{fffd}"),
+        raw_ejson: ejson,
+        raw_bson: raw.as_bytes().to_vec(),
+    }
+}
