@@ -45,16 +45,12 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// The one-shot cutover import of a legacy domain.
-    Import {
-        /// `payments`, `disputes`, or `verify <domain>`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// The one-shot cutover import of a legacy domain, and its parity check.
+    Import(crate::import::ImportArgs),
     /// Check the event store's integrity and print its digest.
     Verify(VerifyArgs),
     /// The quick start: a database, an escrow story end to end, what to look at.
-    Demo,
+    Demo(crate::demo::DemoArgs),
     /// Print a new bearer token and the line to add to the tokens file.
     Token {
         /// coordinator, admin or finance.
@@ -130,15 +126,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => crate::serve::run(url, cli.data_dir, args).await,
         Command::Bench(args) => crate::bench::run(url, cli.data_dir, args).await,
-        Command::Project { .. } => not_built("project", "the projections issue"),
-        Command::Rebuild { .. } => not_built("rebuild", "the projections issue"),
-        Command::Import { .. } => not_built("import", "the importer issue"),
-        Command::Demo => not_built("demo", "the projections issue"),
+        Command::Project { follow } => crate::project::run_project(url, cli.data_dir, follow).await,
+        Command::Rebuild { projection, all } => {
+            crate::project::run_rebuild(url, cli.data_dir, projection.as_deref(), all).await
+        }
+        Command::Import(args) => crate::import::run(url, cli.data_dir, args).await,
+        Command::Demo(args) => crate::demo::run(url, cli.data_dir, args).await,
     }
-}
-
-#[allow(clippy::unnecessary_wraps)]
-fn not_built(command: &str, issue: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("escrow-ledger {command}: not built yet (it comes with {issue})");
-    Ok(ExitCode::from(2))
 }

@@ -77,9 +77,14 @@ pub async fn run(
     println!("listening on http://{local}");
     std::io::stdout().flush()?;
     tracing::info!(%local, projectors = !args.no_projectors, "serving");
+    let projectors =
+        (!args.no_projectors).then(|| crate::project::Projectors::spawn(state.pool.clone()));
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown())
         .await?;
+    if let Some(p) = projectors {
+        p.stop().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -53,6 +53,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "database": "reachable",
         "missing_migrations": missing,
         "watermark": lag,
+        "projections": super::queries::projection_detail(&state).await,
     });
     let status = if ready {
         StatusCode::OK
@@ -68,6 +69,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("feed_watermark_lag_events").set(i64_to_f64(w.held_back_events));
         metrics::gauge!("feed_watermark_lag_seconds").set(i64_to_f64(w.held_back_ms) / 1000.0);
     }
+    super::queries::projection_detail(&state).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -7,9 +7,11 @@ pub mod dto;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod legacy;
 pub mod openapi;
 pub mod payments;
 pub mod problem;
+pub mod queries;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +67,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/disputes/{id}/status", post(disputes::status))
         .route("/v1/disputes/{id}/resolution", post(disputes::resolve))
         .route("/v1/adjustments", post(adjustments::adjust))
-        .route("/v1/events", get(events::feed));
+        .route("/v1/events", get(events::feed))
+        .route("/v1/legacy/{collection}/{object_id}", get(legacy::lookup))
+        .merge(queries::routes());
     Router::new()
         .merge(v1)
         .route("/healthz", get(health::healthz))

@@ -56,5 +56,7 @@ pub struct ApiDoc;
 
 /// Serves the document.
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(<super::queries::QueriesDoc as OpenApi>::openapi());
+    Json(doc)
 }

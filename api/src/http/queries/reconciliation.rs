@@ -1,0 +1,367 @@
+//! Finance's reconciliation reads: `GET /v1/reconciliation/buckets` (count and money sums
+//! of payments by provider, status, asset and UTC day of creation) and
+//! `GET /v1/reconciliation/trial-balance` (every account's balance per asset and the
+//! per-asset totals, which must be zero). Both answer CSV for `Accept: text/csv`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, NaiveDate, Utc};
+use projections::Projection;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{csv, day, instant, money, query, wait_projected, wants_csv};
+use crate::auth::Role;
+use crate::http::extract::Caller;
+use crate::http::problem::ApiError;
+use crate::http::AppState;
+
+const READERS: &[Role] = &[Role::Finance];
+const DIMENSIONS: [&str; 4] = ["provider", "status", "asset", "day"];
+const SUMS: [&str; 9] = [
+    "amount",
+    "deposited",
+    "held",
+    "released",
+    "refunded",
+    "fees",
+    "aml_fees",
+    "paid_out",
+    "excess",
+];
+
+/// What to group by and which days.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BucketQuery {
+    /// Comma-separated among `provider,status,asset,day` (default: all four). Money is
+    /// never summed across assets: `asset` is always part of the grouping.
+    pub group_by: Option<String>,
+    /// First UTC day of creation, inclusive (`YYYY-MM-DD`).
+    pub from: Option<String>,
+    /// Last UTC day of creation, inclusive (`YYYY-MM-DD`).
+    pub to: Option<String>,
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this asset.
+    pub asset: Option<String>,
+    /// Answer once the projections passed the event at this position (feed order).
+    pub min_position: Option<i64>,
+}
+
+/// One bucket.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BucketView {
+    /// Provider (absent when not grouped by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Payment status (absent when not grouped by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Asset.
+    pub asset: String,
+    /// UTC day of creation (absent when not grouped by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<NaiveDate>,
+    /// Payments counted.
+    pub payments: i64,
+    /// Sum of their amounts.
+    pub amount: String,
+    /// Sum of their deposits.
+    pub deposited: String,
+    /// Sum held in escrow.
+    pub held: String,
+    /// Sum released (gross).
+    pub released: String,
+    /// Sum refunded (gross).
+    pub refunded: String,
+    /// Sum of platform fees.
+    pub fees: String,
+    /// Sum of AML fees.
+    pub aml_fees: String,
+    /// Sum paid out.
+    pub paid_out: String,
+    /// Sum of excess deposits.
+    pub excess: String,
+}
+
+/// The bucket report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BucketReport {
+    /// The grouping used.
+    pub group_by: Vec<String>,
+    /// The buckets, ordered by the grouping.
+    pub buckets: Vec<BucketView>,
+}
+
+/// Count and money sums of payments per bucket.
+#[utoipa::path(get, path = "/v1/reconciliation/buckets", tag = "queries", params(BucketQuery),
+    responses((status = 200, body = BucketReport), (status = 400), (status = 503)))]
+pub async fn buckets(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    q: Result<Query<BucketQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(READERS, "read reconciliation reports")?;
+    let q = query(q)?;
+    let group = grouping(q.group_by.as_deref())?;
+    let from = q.from.as_deref().map(|t| day("from", t)).transpose()?;
+    let to = q.to.as_deref().map(|t| day("to", t)).transpose()?;
+    wait_projected(&state, &[Projection::Payments], q.min_position).await?;
+    // The grouping columns come from the fixed list above, never from the request.
+    let cols = group.join(", ");
+    let sums: Vec<String> = SUMS.iter().map(|s| format!("sum({s}) AS {s}")).collect();
+    let sql = format!(
+        "SELECT {cols}, sum(payments)::int8 AS payments, {} FROM finance.reconciliation_buckets \
+         WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2) \
+           AND ($3::text IS NULL OR provider = $3) AND ($4::text IS NULL OR status = $4) \
+           AND ($5::text IS NULL OR asset = $5) \
+         GROUP BY {cols} ORDER BY {cols}",
+        sums.join(", ")
+    );
+    let rows = sqlx::query(&sql)
+        .bind(from)
+        .bind(to)
+        .bind(q.provider.as_deref())
+        .bind(q.status.as_deref())
+        .bind(q.asset.as_deref())
+        .fetch_all(&state.pool)
+        .await?;
+    let has = |d: &str| group.contains(&d);
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let asset: String = r.try_get("asset")?;
+        let m = |name: &str| -> Result<String, sqlx::Error> {
+            Ok(money(&asset, r.try_get::<Decimal, _>(name)?))
+        };
+        out.push(BucketView {
+            provider: if has("provider") {
+                r.try_get("provider")?
+            } else {
+                None
+            },
+            status: if has("status") {
+                r.try_get("status")?
+            } else {
+                None
+            },
+            day: if has("day") { r.try_get("day")? } else { None },
+            payments: r.try_get("payments")?,
+            amount: m("amount")?,
+            deposited: m("deposited")?,
+            held: m("held")?,
+            released: m("released")?,
+            refunded: m("refunded")?,
+            fees: m("fees")?,
+            aml_fees: m("aml_fees")?,
+            paid_out: m("paid_out")?,
+            excess: m("excess")?,
+            asset,
+        });
+    }
+    if wants_csv(&headers) {
+        return Ok(bucket_csv(&group, out));
+    }
+    Ok(Json(BucketReport {
+        group_by: group.iter().map(|s| (*s).to_owned()).collect(),
+        buckets: out,
+    })
+    .into_response())
+}
+
+/// The grouping asked for, in a fixed order, `asset` always in it.
+fn grouping(text: Option<&str>) -> Result<Vec<&'static str>, ApiError> {
+    let mut group: Vec<&'static str> = match text.map(str::trim) {
+        None | Some("") => DIMENSIONS.to_vec(),
+        Some(text) => {
+            let mut g = Vec::new();
+            for part in text.split(',').map(str::trim) {
+                let Some(dim) = DIMENSIONS.iter().find(|d| **d == part) else {
+                    return Err(ApiError::validation(format!(
+                        "group_by {part:?} is not one of provider, status, asset, day"
+                    )));
+                };
+                if !g.contains(dim) {
+                    g.push(*dim);
+                }
+            }
+            g
+        }
+    };
+    if !group.contains(&"asset") {
+        group.push("asset");
+    }
+    group.sort_by_key(|d| DIMENSIONS.iter().position(|x| x == d));
+    Ok(group)
+}
+
+fn bucket_csv(group: &[&'static str], buckets: Vec<BucketView>) -> Response {
+    let mut head: Vec<&str> = group.to_vec();
+    head.push("payments");
+    head.extend(SUMS);
+    let rows = buckets.into_iter().map(|b| {
+        let mut row = Vec::new();
+        for d in group {
+            row.push(match *d {
+                "provider" => b.provider.clone().unwrap_or_default(),
+                "status" => b.status.clone().unwrap_or_default(),
+                "asset" => b.asset.clone(),
+                _ => b.day.map(|d| d.to_string()).unwrap_or_default(),
+            });
+        }
+        row.extend([
+            b.payments.to_string(),
+            b.amount,
+            b.deposited,
+            b.held,
+            b.released,
+            b.refunded,
+            b.fees,
+            b.aml_fees,
+            b.paid_out,
+            b.excess,
+        ]);
+        row
+    });
+    csv("reconciliation-buckets", &head, rows)
+}
+
+/// Which instant.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TrialBalanceQuery {
+    /// Balances as the sums of postings whose `occurred_at` is at or before this instant
+    /// (RFC 3339); default: now.
+    pub as_of: Option<String>,
+    /// Answer once the projections passed the event at this position (feed order).
+    pub min_position: Option<i64>,
+}
+
+/// One asset's total.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrialBalanceTotal {
+    /// Asset code.
+    pub asset: String,
+    /// The sum of every account's balance: zero in a sound ledger.
+    pub total: String,
+    /// Accounts with a balance other than zero.
+    pub accounts: i64,
+}
+
+/// The trial balance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrialBalance {
+    /// The instant asked for, if any.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Whether every asset's total is zero.
+    pub balanced: bool,
+    /// Per asset.
+    pub totals: Vec<TrialBalanceTotal>,
+    /// Every account's balance per asset (zero balances left out).
+    pub accounts: Vec<super::accounts::AccountBalanceView>,
+}
+
+/// Every account's balance per asset, and the per-asset totals, which must be zero.
+#[utoipa::path(get, path = "/v1/reconciliation/trial-balance", tag = "queries",
+    params(TrialBalanceQuery),
+    responses((status = 200, body = TrialBalance), (status = 400), (status = 503)))]
+pub async fn trial_balance(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    q: Result<Query<TrialBalanceQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(READERS, "read reconciliation reports")?;
+    let q = query(q)?;
+    let as_of = q
+        .as_of
+        .as_deref()
+        .map(|t| instant("as_of", t))
+        .transpose()?;
+    wait_projected(&state, &[Projection::Balances], q.min_position).await?;
+    // One statement: one side of the views, one snapshot.
+    let rows: Vec<(String, String, Decimal)> = match as_of {
+        None => {
+            sqlx::query_as(
+                "SELECT asset, account, balance FROM finance.account_balances \
+                 WHERE balance <> 0 ORDER BY asset, account",
+            )
+            .fetch_all(&state.pool)
+            .await?
+        }
+        Some(t) => {
+            sqlx::query_as(
+                "SELECT asset, account, sum(amount) FROM finance.balance_history \
+                 WHERE occurred_at <= $1 GROUP BY asset, account HAVING sum(amount) <> 0 \
+                 ORDER BY asset, account",
+            )
+            .bind(t)
+            .fetch_all(&state.pool)
+            .await?
+        }
+    };
+    let mut totals: Vec<TrialBalanceTotal> = Vec::new();
+    let mut sums: Vec<Decimal> = Vec::new();
+    for (asset, _, balance) in &rows {
+        if totals.last().is_none_or(|t| &t.asset != asset) {
+            totals.push(TrialBalanceTotal {
+                asset: asset.clone(),
+                total: String::new(),
+                accounts: 0,
+            });
+            sums.push(Decimal::ZERO);
+        }
+        if let (Some(t), Some(s)) = (totals.last_mut(), sums.last_mut()) {
+            t.accounts += 1;
+            *s = s
+                .checked_add(*balance)
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a total overflows")))?;
+        }
+    }
+    for (t, s) in totals.iter_mut().zip(&sums) {
+        t.total = money(&t.asset, *s);
+    }
+    let balanced = sums.iter().all(Decimal::is_zero);
+    if wants_csv(&headers) {
+        let lines = rows
+            .into_iter()
+            .map(|(asset, account, balance)| {
+                let amount = money(&asset, balance);
+                vec![asset, account, amount]
+            })
+            .chain(
+                totals
+                    .iter()
+                    .map(|t| vec![t.asset.clone(), "TOTAL".to_owned(), t.total.clone()]),
+            );
+        return Ok(csv(
+            "trial-balance",
+            &["asset", "account", "balance"],
+            lines,
+        ));
+    }
+    Ok(Json(TrialBalance {
+        as_of,
+        balanced,
+        totals,
+        accounts: rows
+            .into_iter()
+            .map(
+                |(asset, account, balance)| super::accounts::AccountBalanceView {
+                    balance: money(&asset, balance),
+                    account,
+                    asset,
+                },
+            )
+            .collect(),
+    })
+    .into_response())
+}

@@ -1,0 +1,154 @@
+//! `escrow-ledger import payments|disputes` and `import verify <domain>`: the command line
+//! of the cutover importer (`contract.md`). Prints progress on standard error, the report
+//! on standard output, and writes the JSON report to `--report FILE`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use importer::{Domain, ImportOptions, ProgressMode};
+use ledger::store::{self, PoolSettings};
+
+use crate::db;
+
+/// Options of `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// What to import or check.
+    #[command(subcommand)]
+    pub what: ImportWhat,
+}
+
+/// The import subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImportWhat {
+    /// Import `payments`, then `fundsledgerentries`.
+    Payments(RunArgs),
+    /// Import `disputes` (refused until the payments domain has finished).
+    Disputes(RunArgs),
+    /// Parity of MongoDB against the ledger for a domain; exit 1 on an unexplained
+    /// difference.
+    Verify(VerifyArgs),
+}
+
+/// Where the legacy MongoDB is.
+#[derive(Debug, Args)]
+pub struct MongoArgs {
+    /// The legacy MongoDB's URI.
+    #[arg(long, env = "MONGO_URI", hide_env_values = true)]
+    pub mongo_uri: String,
+    /// The legacy database's name.
+    #[arg(long, default_value = "escrow")]
+    pub mongo_db: String,
+}
+
+/// Options of `import payments|disputes`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The legacy MongoDB.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Documents per batch (one short transaction each).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// Do everything but write (one transaction, rolled back), and print the same report.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Read the open rejects again (after they were fixed in MongoDB) and import those
+    /// now valid.
+    #[arg(long)]
+    pub retry_rejects: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Log lines instead of a progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress_bar: bool,
+}
+
+/// The domains `verify` checks.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DomainArg {
+    /// Payments and their ledger entries.
+    Payments,
+    /// Disputes.
+    Disputes,
+}
+
+/// Options of `import verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The domain to check.
+    pub domain: DomainArg,
+    /// The legacy MongoDB.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Also write the differences as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// Runs an import subcommand.
+///
+/// # Errors
+/// The database or MongoDB cannot be reached, the run is refused, or the report file
+/// cannot be written.
+pub async fn run(
+    url: Option<&str>,
+    data_dir: Option<PathBuf>,
+    args: ImportArgs,
+) -> anyhow::Result<ExitCode> {
+    let options = db::resolve(url, data_dir).await?;
+    let pool = store::connect(
+        options,
+        &PoolSettings {
+            max_connections: 4,
+            ..PoolSettings::default()
+        },
+    )
+    .await?;
+    match args.what {
+        ImportWhat::Payments(a) => run_import(&pool, Domain::Payments, a).await,
+        ImportWhat::Disputes(a) => run_import(&pool, Domain::Disputes, a).await,
+        ImportWhat::Verify(a) => {
+            let domain = match a.domain {
+                DomainArg::Payments => Domain::Payments,
+                DomainArg::Disputes => Domain::Disputes,
+            };
+            let outcome =
+                importer::verify::verify(&pool, domain, &a.mongo.mongo_uri, &a.mongo.mongo_db)
+                    .await?;
+            print!("{}", outcome.to_text());
+            if let Some(path) = &a.report {
+                std::fs::write(path, serde_json::to_vec_pretty(&outcome)?)?;
+            }
+            Ok(if outcome.unexplained() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+async fn run_import(pool: &sqlx::PgPool, domain: Domain, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let opts = ImportOptions {
+        domain,
+        mongo_uri: a.mongo.mongo_uri,
+        mongo_db: a.mongo.mongo_db,
+        batch_size: a.batch_size,
+        dry_run: a.dry_run,
+        retry_rejects: a.retry_rejects,
+        progress: if a.no_progress_bar {
+            ProgressMode::Log
+        } else {
+            ProgressMode::Auto
+        },
+    };
+    let report = importer::import(pool, &opts).await?;
+    print!("{}", report.to_text());
+    if let Some(path) = &a.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,415 @@
+//! The query endpoints over real HTTP against `escrow-ledger serve` with its projectors:
+//! read-your-writes with `min_position`, filters and cursors, `as_of`, the admin queue,
+//! CSV, read rights per role, and projection lag in `/readyz` and `/metrics`.
+
+#![allow(clippy::too_many_lines)] // a story test reads best as one story
+#![allow(clippy::many_single_char_names)] // (status, value, position) triples, read top to bottom
+
+use std::time::{Duration, Instant};
+
+use e2e::server::Server;
+use e2e::TestDb;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn key() -> String {
+    Uuid::new_v4().to_string()
+}
+
+async fn create(server: &Server, seller: Uuid, amount: &str, provider: &str) -> (String, i64) {
+    let (s, v) = server
+        .post(
+            "/v1/payments",
+            &server.tokens.coordinator,
+            &json!({
+                "buyer": {"kind": "entity", "id": Uuid::new_v4()},
+                "seller": {"kind": "entity", "id": seller},
+                "purchase_request": {"kind": "external", "ref": "pr-1"},
+                "amount": amount, "asset": "USD", "provider": provider
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["position"].as_i64().unwrap(),
+    )
+}
+
+async fn command(server: &Server, token: &str, path: &str, body: &Value) -> i64 {
+    let (s, v) = server.post(path, token, body, Some(&key())).await;
+    assert!(s.is_success(), "{path}: {s} {v}");
+    v["position"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn queries_read_their_writes_page_filter_and_check_rights() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &[]);
+    let coord = server.tokens.coordinator.clone();
+    let admin = server.tokens.admin.clone();
+    let finance = server.tokens.finance.clone();
+    let seller = Uuid::new_v4();
+
+    // Read-your-writes: right after each command, its effect is visible.
+    let (payment, p) = create(&server, seller, "125.50", "stripe").await;
+    let (s, v) = server
+        .get(&format!("/v1/payments/{payment}?min_position={p}"), &coord)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "awaiting_deposit");
+    assert_eq!(v["amount"], "125.50");
+    assert_eq!(v["held"], "0.00");
+    assert_eq!(
+        v["purchase_request"],
+        json!({"kind": "external", "ref": "pr-1"})
+    );
+
+    let two_hours_ago = (chrono::Utc::now() - chrono::TimeDelta::hours(2)).to_rfc3339();
+    let p = command(
+        &server,
+        &coord,
+        &format!("/v1/payments/{payment}/deposits"),
+        &json!({"amount": "125.50", "reference": "ch_1", "occurred_at": two_hours_ago}),
+    )
+    .await;
+    let (_, v) = server
+        .get(&format!("/v1/payments/{payment}?min_position={p}"), &coord)
+        .await;
+    assert_eq!(
+        (v["status"].as_str(), v["held"].as_str()),
+        (Some("funded"), Some("125.50"))
+    );
+    assert!(v["funded_at"].is_string());
+
+    let p = command(
+        &server,
+        &coord,
+        &format!("/v1/payments/{payment}/releases"),
+        &json!({"amount": "100.00", "fees": [{"kind": "fee", "amount": "2.50"}]}),
+    )
+    .await;
+    let (_, v) = server
+        .get(&format!("/v1/payments/{payment}?min_position={p}"), &admin)
+        .await;
+    assert_eq!(v["status"], "partially_released");
+    assert_eq!(
+        (v["released"].as_str(), v["fees"].as_str()),
+        (Some("100.00"), Some("2.50"))
+    );
+    assert_eq!(v["held"], "25.50");
+
+    // Accounts: admin and finance; as_of sums postings up to an instant.
+    let (s, v) = server
+        .get(
+            &format!("/v1/accounts/platform:fees?min_position={p}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["balances"][0],
+        json!({"asset": "USD", "balance": "2.50", "postings": 1, "last_position": p})
+    );
+    let (s, _) = server.get("/v1/accounts/platform:fees", &coord).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let escrow = format!("escrow:{payment}");
+    let three_hours_ago = (chrono::Utc::now() - chrono::TimeDelta::hours(3)).to_rfc3339();
+    let (_, v) = server
+        .get(
+            &format!(
+                "/v1/accounts/{escrow}?as_of={}",
+                urlencode(&three_hours_ago)
+            ),
+            &finance,
+        )
+        .await;
+    assert_eq!(v["balances"][0]["balance"], "0.00", "{v}");
+    let one_hour_ago = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339();
+    let (_, v) = server
+        .get(
+            &format!("/v1/accounts/{escrow}?as_of={}", urlencode(&one_hour_ago)),
+            &finance,
+        )
+        .await;
+    assert_eq!(v["balances"][0]["balance"], "125.50", "{v}");
+    let (_, v) = server
+        .get(&format!("/v1/accounts/{escrow}"), &finance)
+        .await;
+    assert_eq!(v["balances"][0]["balance"], "25.50");
+    let (s, _) = server
+        .get(&format!("/v1/accounts/escrow:{}", Uuid::new_v4()), &finance)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = server.get("/v1/accounts/nonsense", &finance).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // More payments for lists, filters and cursors.
+    let mut last = 0;
+    for (i, provider) in ["wire", "wire", "stripe", "wire"].iter().enumerate() {
+        let (id, _) = create(&server, seller, &format!("{}.00", 10 + i), provider).await;
+        last = command(
+            &server,
+            &coord,
+            &format!("/v1/payments/{id}/deposits"),
+            &json!({"amount": "1.00", "reference": format!("w{i}")}),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (s, v) = server
+            .get(
+                &format!("/v1/payments?provider=wire&limit=2&min_position={last}&cursor={cursor}"),
+                &coord,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        for p in v["payments"].as_array().unwrap() {
+            assert_eq!(p["provider"], "wire");
+            seen.push(p["id"].as_str().unwrap().to_owned());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3);
+    let (_, v) = server
+        .get(
+            &format!("/v1/payments?seller={seller}&status=partially_funded"),
+            &coord,
+        )
+        .await;
+    assert_eq!(v["payments"].as_array().unwrap().len(), 4);
+    let (s, _) = server.get("/v1/payments?colour=red", &coord).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = server.get("/v1/payments?cursor=zz", &coord).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let (_, v) = server
+        .get(
+            &format!("/v1/accounts?prefix=seller:&limit=1&min_position={last}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(v["accounts"][0]["account"], format!("seller:{seller}"));
+    assert_eq!(v["accounts"][0]["balance"], "97.50");
+
+    // The admin queue, most urgent first, and a dispute with its children.
+    let (s, opened) = server
+        .post(
+            "/v1/disputes",
+            &coord,
+            &json!({"payment_id": payment, "opened_by": {"kind": "entity", "id": Uuid::new_v4()},
+                    "role": "buyer", "reason": "not_as_described", "description": "scratched"}),
+            Some(&key()),
+        )
+        .await;
+    assert!(s.is_success(), "{opened}");
+    let dispute = opened["id"].as_str().unwrap().to_owned();
+    let (other, _) = create(&server, seller, "5.00", "stripe").await;
+    command(
+        &server,
+        &coord,
+        &format!("/v1/payments/{other}/deposits"),
+        &json!({"amount": "5.00", "reference": "o1"}),
+    )
+    .await;
+    let (_, second) = server
+        .post(
+            "/v1/disputes",
+            &coord,
+            &json!({"payment_id": other, "opened_by": {"kind": "entity", "id": Uuid::new_v4()},
+                    "role": "buyer", "reason": "item_not_received", "description": "nothing"}),
+            Some(&key()),
+        )
+        .await;
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let admin_id = Uuid::new_v4();
+    command(
+        &server,
+        &admin,
+        &format!("/v1/disputes/{second_id}/priority"),
+        &json!({"priority": "urgent"}),
+    )
+    .await;
+    command(
+        &server,
+        &admin,
+        &format!("/v1/disputes/{dispute}/assignment"),
+        &json!({"admin": {"kind": "entity", "id": admin_id}}),
+    )
+    .await;
+    command(&server, &coord, &format!("/v1/disputes/{dispute}/evidence"),
+        &json!({"submitted_by": {"kind": "entity", "id": Uuid::new_v4()}, "type": "image", "url": "https://x/y.jpg"})).await;
+    let p = command(&server, &coord, &format!("/v1/disputes/{dispute}/messages"),
+        &json!({"author": {"kind": "entity", "id": admin_id}, "author_role": "admin", "body": "looking"})).await;
+    let (_, q) = server
+        .get(&format!("/v1/disputes?min_position={p}"), &admin)
+        .await;
+    let ids: Vec<&str> = q["disputes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![second_id.as_str(), dispute.as_str()], "{q}");
+    let (_, q) = server
+        .get(
+            &format!("/v1/disputes?admin={admin_id}&status=open"),
+            &coord,
+        )
+        .await;
+    assert_eq!(q["disputes"].as_array().unwrap().len(), 1);
+    let (_, d) = server.get(&format!("/v1/disputes/{dispute}"), &coord).await;
+    assert_eq!(d["evidence"].as_array().unwrap().len(), 1);
+    assert_eq!(d["messages"][0]["body"], "looking");
+    let events: Vec<&str> = d["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            "DisputeOpened",
+            "AdminAssigned",
+            "EvidenceSubmitted",
+            "MessagePosted"
+        ]
+    );
+    let (_, v) = server
+        .get(&format!("/v1/payments/{payment}?min_position={p}"), &coord)
+        .await;
+    assert_eq!(
+        (v["status"].as_str(), v["dispute_id"].as_str()),
+        (Some("disputed"), Some(dispute.as_str()))
+    );
+
+    // Split resolution, then the finance reports.
+    let p = command(&server, &admin, &format!("/v1/disputes/{dispute}/resolution"),
+        &json!({"outcome": "split", "seller_amount": "15.50", "buyer_amount": "10.00", "fees": [{"kind": "fee", "amount": "0.50"}]})).await;
+    let (_, d) = server
+        .get(&format!("/v1/disputes/{dispute}?min_position={p}"), &admin)
+        .await;
+    assert_eq!(d["status"], "resolved");
+    assert_eq!(d["resolution"]["outcome"], "split");
+    let (s, r) = server
+        .get(
+            &format!("/v1/reconciliation/buckets?group_by=provider&min_position={p}"),
+            &finance,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["group_by"], json!(["provider", "asset"]));
+    let stripe = r["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["provider"] == "stripe")
+        .unwrap();
+    assert_eq!(stripe["payments"], 3);
+    assert_eq!(stripe["fees"], "3.00");
+    let (s, headers, body) = server
+        .send(
+            "GET",
+            "/v1/reconciliation/buckets",
+            Some(&finance),
+            None,
+            &[("accept", "text/csv")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let text = body.as_str().unwrap();
+    assert!(
+        text.starts_with("provider,status,asset,day,payments,amount,"),
+        "{text}"
+    );
+    let (_, all) = server.get("/v1/reconciliation/buckets", &finance).await;
+    assert_eq!(
+        text.lines().count(),
+        1 + all["buckets"].as_array().unwrap().len()
+    );
+    let (s, _) = server.get("/v1/reconciliation/buckets", &admin).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, tb) = server
+        .get(
+            &format!("/v1/reconciliation/trial-balance?min_position={p}"),
+            &finance,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{tb}");
+    assert_eq!(tb["balanced"], true);
+    assert_eq!(
+        tb["totals"],
+        json!([{"asset": "USD", "total": "0.00", "accounts": tb["totals"][0]["accounts"]}])
+    );
+    let (_, tb) = server
+        .get(
+            &format!(
+                "/v1/reconciliation/trial-balance?as_of={}",
+                urlencode(&three_hours_ago)
+            ),
+            &finance,
+        )
+        .await;
+    assert_eq!(tb["accounts"].as_array().unwrap().len(), 0, "{tb}");
+
+    // Lag per projector in /readyz and /metrics.
+    let (s, ready) = server.get("/readyz", &finance).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ready["projections"]["balances"]["halted"], Value::Null);
+    assert!(
+        ready["projections"]["payments"]["lag_events"].is_i64(),
+        "{ready}"
+    );
+    let (_, _, metrics) = server.send("GET", "/metrics", None, None, &[]).await;
+    assert!(metrics
+        .as_str()
+        .unwrap()
+        .contains("projection_lag_events{projector=\"payments\"}"));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn min_position_not_reached_answers_503_with_retry_after() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let (payment, p) = create(&server, Uuid::new_v4(), "1.00", "stripe").await;
+    let started = Instant::now();
+    let (s, headers, v) = server
+        .send(
+            "GET",
+            &format!("/v1/payments/{payment}?min_position={p}"),
+            Some(&server.tokens.coordinator),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["code"], "unavailable");
+    assert!(headers.contains_key("retry-after"));
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    // Without min_position the (stale) projection answers at once.
+    let (s, _) = server
+        .get(
+            &format!("/v1/payments/{payment}"),
+            &server.tokens.coordinator,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    db.drop_db().await;
+}
+
+fn urlencode(text: &str) -> String {
+    text.replace('+', "%2B").replace(':', "%3A")
+}

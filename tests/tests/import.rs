@@ -1,0 +1,691 @@
+//! The cutover import end to end: generated legacy documents with exact BSON types loaded
+//! into the real MongoDB-wire server (`TEST_MONGO_URI`, started by `scripts/test.sh`), the
+//! real binary run against a fresh PostgreSQL database, and the events, rejects, anomalies,
+//! report and `verify` checked. Duplicate keys, invalid UTF-8, Symbol and dates outside
+//! chrono's range cannot be stored through the server (it normalizes or refuses them):
+//! those traps are unit-tested on raw bytes in `importer`.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::oid::ObjectId;
+use bson::{doc, rawdoc, Decimal128, RawBson, RawDocumentBuf};
+use chrono::{TimeZone, Utc};
+use e2e::{binary, TestDb};
+use ledger::payment::{Payment, PaymentStatus};
+use ledger::store::read_stream;
+use mongodb::{Client, Database};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use uuid::Uuid;
+
+fn mongo_uri() -> String {
+    std::env::var("TEST_MONGO_URI").unwrap_or_else(|_| {
+        panic!(
+            "TEST_MONGO_URI is not set: the importer's tests need the MongoDB-wire server. \
+             Run them through scripts/test.sh (which starts secantusd-py), or set \
+             TEST_MONGO_URI=mongodb://host:port"
+        )
+    })
+}
+
+/// A fresh, empty legacy database of its own for one test.
+async fn legacy_db(tag: &str) -> (Database, String) {
+    let client = Client::with_uri_str(mongo_uri())
+        .await
+        .expect("connect to MongoDB");
+    let name = format!("legacy_{tag}_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let db = client.database(&name);
+    db.drop().await.expect("drop legacy db");
+    (db, name)
+}
+
+async fn insert(db: &Database, collection: &str, docs: Vec<RawDocumentBuf>) {
+    if docs.is_empty() {
+        return;
+    }
+    db.collection::<RawDocumentBuf>(collection)
+        .insert_many(docs)
+        .await
+        .expect("insert legacy documents");
+}
+
+fn oid(n: u32) -> ObjectId {
+    ObjectId::parse_str(format!("65a1b2c3d4e5f607{n:08x}")).expect("oid")
+}
+
+fn at(day: u32, minute: u32) -> bson::DateTime {
+    bson::DateTime::from_millis(
+        Utc.with_ymd_and_hms(2022, 3, day, 10, minute, 0)
+            .single()
+            .expect("date")
+            .timestamp_millis(),
+    )
+}
+
+fn import(db: &TestDb, mongo_db: &str, args: &[&str]) -> Output {
+    let mut all = vec!["import"];
+    all.extend_from_slice(args);
+    let uri = mongo_uri();
+    all.extend_from_slice(&["--mongo-uri", &uri, "--mongo-db", mongo_db]);
+    Command::new(binary())
+        .args(&all)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("run escrow-ledger import")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn payment_uuid(o: ObjectId) -> Uuid {
+    importer::ids::Collection::Payments.uuid_of(&o.to_hex())
+}
+
+async fn event_count(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.admin)
+        .await
+        .expect("count events")
+}
+
+fn payment_doc(
+    n: u32,
+    amount: impl Into<RawBson>,
+    currency: &str,
+    status: &str,
+    day: u32,
+) -> RawDocumentBuf {
+    rawdoc! {
+        "_id": oid(n),
+        "purchaseRequestId": oid(1000 + n),
+        "sellerOfferId": RawBson::Null,
+        "sellerId": oid(9001),
+        "buyerId": oid(9002),
+        "amount": amount.into(),
+        "currency": currency,
+        "provider": "stripe",
+        "status": status,
+        "createdAt": at(day, 0),
+        "updatedAt": at(day, 30),
+        "__v": 0_i32,
+    }
+}
+
+fn entry_doc(
+    n: u32,
+    payment: Option<ObjectId>,
+    kind: &str,
+    amount: impl Into<RawBson>,
+    minute: u32,
+) -> RawDocumentBuf {
+    let mut d = rawdoc! {
+        "_id": oid(50_000 + n),
+        "type": kind,
+        "amount": amount.into(),
+        "currency": "USD",
+        "createdBy": "webhook:coinbase",
+        "createdAt": at(20, minute),
+    };
+    match payment {
+        Some(p) => d.append("paymentId", p),
+        None => d.append("paymentId", RawBson::Null),
+    }
+    d
+}
+
+fn dec(s: &str) -> Decimal {
+    ledger::money::parse_decimal_exact(s).expect("decimal")
+}
+
+fn d128(s: &str) -> Decimal128 {
+    s.parse().expect("decimal128")
+}
+
+/// Every row of `legacy-mongo.md` the server can store, and the traps of the issue.
+#[allow(clippy::too_many_lines)]
+async fn load_traps(db: &Database) {
+    let mut payments = vec![
+        payment_doc(1, d128("1.05E+3"), "USD", "released", 1),
+        payment_doc(2, "125.50", "usd", "funded", 2),
+        payment_doc(3, 0.1, "USD", "pending", 3),
+        payment_doc(4, 0.300_000_000_000_000_04, "USD", "funded", 4),
+        payment_doc(5, 5_000_000_i64, "USDT", "funded", 5),
+        payment_doc(6, f64::NAN, "USD", "funded", 6),
+        payment_doc(7, f64::INFINITY, "USD", "funded", 6),
+        payment_doc(8, "125.505", "USD", "funded", 6),
+        payment_doc(9, d128("1E+40"), "USD", "funded", 6),
+        payment_doc(10, -0.0, "USD", "funded", 6),
+        payment_doc(11, 40_i32, "USD", "released", 7),
+        payment_doc(14, "10.00", "USD", "funded", 8),
+    ];
+    // Mixed references, a lower-case currency and no createdAt.
+    let mut tmpl = rawdoc! {
+        "_id": oid(12),
+        "purchaseRequestId": "tmpl_8f2a",
+        "sellerId": oid(9001).to_hex().to_uppercase(),
+        "buyerId": oid(9002),
+        "amount": d128("7.5"),
+        "currency": "usdt",
+        "provider": "manual",
+        "status": "awaiting_deposit",
+    };
+    tmpl.append("metadata", rawdoc! { "note": "a\u{0}b\u{7}c", "ts": "x" });
+    payments.push(tmpl);
+    let mut ts = payment_doc(13, "1", "USD", "funded", 6);
+    ts.append(
+        "metadata",
+        rawdoc! { "t": bson::Timestamp { time: 1, increment: 1 } },
+    );
+    payments.push(ts);
+    let mut mk = payment_doc(15, "1", "USD", "funded", 6);
+    mk.append("weird", RawBson::MinKey);
+    payments.push(mk);
+    insert(db, "payments", payments).await;
+
+    let hex2 = oid(2).to_hex();
+    let mut entries = vec![
+        // payment 1: 1050 deposited, 1000 released, fee stored negative (2020): released.
+        entry_doc(1, Some(oid(1)), "deposit", d128("1050"), 1),
+        entry_doc(2, Some(oid(1)), "release", "1000.00", 2),
+        entry_doc(3, Some(oid(1)), "fee", -50_i32, 3),
+        // payment 11: deposit 40, release 60: negative escrow in history.
+        entry_doc(4, Some(oid(11)), "deposit", 40_i32, 4),
+        entry_doc(5, Some(oid(11)), "release", 60_i32, 5),
+        // an orphan, an entry of a rejected payment, an adjustment of no payment.
+        entry_doc(6, Some(oid(777)), "deposit", "3", 6),
+        entry_doc(7, Some(oid(4)), "deposit", "0.3", 7),
+        // a currency that is not its payment's: rejected.
+        entry_doc(9, Some(oid(14)), "deposit", "1", 9),
+    ];
+    let mut adj = entry_doc(8, None, "adjustment", "2", 8);
+    adj.append("direction", "credit");
+    adj.append("account", "platform");
+    entries.push(adj);
+    // payment 2 by a 24-hex string, deposited twice by a retried webhook (2.00 vs 2.0 bytes).
+    for (n, amount, minute) in [(10, d128("62.75"), 10), (11, d128("62.750"), 14)] {
+        let mut e = entry_doc(n, None, "deposit", amount, minute);
+        e.append("paymentId", hex2.clone());
+        e.append("reference", "tx_dup");
+        entries.push(without_null_payment(&e));
+    }
+    let eur = replace(&entries.remove(7), "currency", &"EUR".into());
+    entries.push(eur);
+    insert(db, "fundsledgerentries", entries).await;
+
+    let body = format!("{}\u{0}\u{1b}[31m end", "m".repeat(1024 * 1024));
+    let disputes = vec![
+        rawdoc! {
+            "_id": oid(70_001), "paymentId": oid(2), "purchaseRequestId": oid(1002),
+            "openedBy": oid(9002), "openedByRole": "buyer", "reason": "not_as_described",
+            "description": "scratched", "status": "open", "priority": "high",
+            "adminId": RawBson::Null, "evidence": [], "timeline": [ { "status": "open", "at": at(21, 0), "by": oid(9002) } ],
+            "messages": [ { "_id": oid(71_001), "author": oid(9002), "authorRole": "buyer", "body": body, "attachments": ["a.png"], "createdAt": at(21, 1) } ],
+            "createdAt": at(21, 0), "updatedAt": at(21, 1),
+        },
+        rawdoc! {
+            "_id": oid(70_002), "purchaseRequestId": oid(1001),
+            "openedBy": oid(9002), "openedByRole": "buyer", "reason": "fraud",
+            "description": "old one", "status": "resolved", "evidence": [], "messages": [],
+            "timeline": [ { "status": "open", "at": at(21, 0), "by": "system" }, { "status": "resolved", "at": at(22, 0), "by": "system" } ],
+            "resolution": { "outcome": "release_to_seller", "resolvedBy": oid(9003), "resolvedAt": at(22, 0) },
+            "createdAt": at(21, 0), "updatedAt": at(22, 0),
+        },
+        rawdoc! {
+            "_id": oid(70_003), "paymentId": oid(888), "openedBy": oid(9002), "openedByRole": "seller",
+            "reason": "other", "description": "lost", "status": "closed", "createdAt": at(21, 0),
+        },
+        rawdoc! {
+            "_id": oid(70_004), "paymentId": oid(5), "openedBy": oid(9002), "openedByRole": "buyer",
+            "reason": "payment_issue", "description": "late", "status": "under_review",
+            "timeline": [ { "status": "open", "at": at(21, 0), "by": "system" } ],
+            "createdAt": at(21, 0), "updatedAt": at(21, 5),
+        },
+    ];
+    insert(db, "disputes", disputes).await;
+}
+
+fn replace(d: &RawDocumentBuf, key: &str, value: &RawBson) -> RawDocumentBuf {
+    let mut out = RawDocumentBuf::new();
+    for item in d {
+        let (k, v) = item.expect("field");
+        if k == key {
+            out.append(k, value.clone());
+        } else {
+            out.append(k, v.to_raw_bson());
+        }
+    }
+    out
+}
+
+/// Drops the `paymentId: null` an entry was built with when a later `paymentId` is set.
+fn without_null_payment(d: &RawDocumentBuf) -> RawDocumentBuf {
+    let mut out = RawDocumentBuf::new();
+    for item in d {
+        let (k, v) = item.expect("field");
+        if !(k == "paymentId" && matches!(v, bson::RawBsonRef::Null)) {
+            out.append(k, v.to_raw_bson());
+        }
+    }
+    out
+}
+
+fn codes(report: &Value, section: &str) -> Vec<String> {
+    report[section]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn ids_of(report: &Value, section: &str, code: &str) -> Vec<String> {
+    report[section][code]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["object_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)]
+async fn the_traps_import_as_the_contract_says_and_verify_catches_a_change() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("traps").await;
+    load_traps(&mongo).await;
+
+    // Disputes before payments: refused.
+    let refused = import(&db, &name, &["disputes"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("payments domain has not finished"));
+
+    let report_path = std::env::temp_dir().join(format!("import-{}.json", Uuid::new_v4()));
+    let report_arg = report_path.to_string_lossy().into_owned();
+    let text = ok(&import(
+        &db,
+        &name,
+        &["payments", "--batch-size", "4", "--report", &report_arg],
+    ));
+    assert!(text.contains("rejected, by reason"), "{text}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
+
+    let rejected = codes(&report, "rejected");
+    for code in [
+        "float_noise",
+        "not_a_number",
+        "infinite",
+        "too_fine",
+        "out_of_range",
+        "negative_zero",
+        "unsupported_bson_type",
+        "currency_mismatch",
+    ] {
+        assert!(
+            rejected.contains(&code.to_owned()),
+            "{code} not in {rejected:?}"
+        );
+    }
+    assert_eq!(
+        ids_of(&report, "rejected", "unsupported_bson_type").len(),
+        2
+    );
+    let anomalies = codes(&report, "anomalies");
+    for kind in [
+        "ambiguous_reference",
+        "created_at_from_object_id",
+        "sign_dropped",
+        "orphan_entry",
+        "entry_of_rejected_payment",
+        "duplicate_webhook",
+        "negative_escrow",
+        "status_disagreement",
+        "replaced_nul",
+    ] {
+        assert!(
+            anomalies.contains(&kind.to_owned()),
+            "{kind} not in {anomalies:?}"
+        );
+    }
+    assert_eq!(ids_of(&report, "anomalies", "duplicate_webhook").len(), 2);
+    assert!(ids_of(&report, "anomalies", "negative_escrow").contains(&oid(11).to_hex()));
+    // funded with no deposit: its history says otherwise.
+    assert!(ids_of(&report, "anomalies", "status_disagreement").contains(&oid(5).to_hex()));
+    let entry_of_rejected = &report["anomalies"]["entry_of_rejected_payment"][0]["detail"];
+    assert!(entry_of_rejected
+        .as_str()
+        .unwrap_or("")
+        .contains("float_noise"));
+
+    // The money as history says: payment 1 released, its escrow back to zero.
+    let pool = db.service_pool(2).await;
+    let p1 = Payment::from_history(
+        &read_stream(&pool, payment_uuid(oid(1)))
+            .await
+            .expect("read"),
+    )
+    .expect("fold");
+    assert_eq!(p1.status, PaymentStatus::Released);
+    assert_eq!(
+        (p1.deposited, p1.released, p1.fees, p1.held),
+        (dec("1050"), dec("1000"), dec("50"), Decimal::ZERO)
+    );
+    assert_eq!(p1.version, 4);
+    let p11 = Payment::from_history(
+        &read_stream(&pool, payment_uuid(oid(11)))
+            .await
+            .expect("read"),
+    )
+    .expect("fold");
+    assert_eq!(p11.held, dec("-20"));
+    let p2 = Payment::from_history(
+        &read_stream(&pool, payment_uuid(oid(2)))
+            .await
+            .expect("read"),
+    )
+    .expect("fold");
+    assert_eq!((p2.deposited, p2.excess), (dec("125.5"), Decimal::ZERO));
+    assert_eq!(p2.status, PaymentStatus::Funded);
+    // Timestamps are the legacy ones; the metadata names the source and its digest.
+    let (occurred, meta): (chrono::DateTime<Utc>, Value) = sqlx::query_as(
+        "SELECT occurred_at, metadata FROM events WHERE stream_id = $1 AND version = 2",
+    )
+    .bind(payment_uuid(oid(1)))
+    .fetch_one(&db.admin)
+    .await
+    .expect("event");
+    assert_eq!(
+        occurred,
+        Utc.with_ymd_and_hms(2022, 3, 20, 10, 1, 0)
+            .single()
+            .expect("t")
+    );
+    assert_eq!(meta["legacy"]["collection"], "fundsledgerentries");
+    assert_eq!(meta["legacy"]["digest"].as_str().map(str::len), Some(64));
+    // The orphan's sides that only its payment could name are in suspense.
+    let suspense: Decimal = sqlx::query_scalar(
+        "SELECT coalesce(sum(amount), 0) FROM postings WHERE account = 'platform:suspense'",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .expect("suspense");
+    assert_eq!(suspense, dec("-3.3"));
+    // Every event balances; the store verifies.
+    ok(&e2e::run_binary(
+        &["verify"],
+        &[("DATABASE_URL", db.url.as_str())],
+    ));
+
+    // Disputes: the open one freezes its payment; the one without paymentId is found.
+    let text = ok(&import(&db, &name, &["disputes", "--report", &report_arg]));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
+    assert!(
+        ids_of(&report, "rejected", "payment_not_found").contains(&oid(70_003).to_hex()),
+        "{text}"
+    );
+    assert!(
+        ids_of(&report, "anomalies", "payment_found_by_purchase_request")
+            .contains(&oid(70_002).to_hex())
+    );
+    assert!(ids_of(&report, "anomalies", "timeline_disagreement").contains(&oid(70_004).to_hex()));
+    assert!(ids_of(&report, "anomalies", "replaced_nul").contains(&oid(70_001).to_hex()));
+    let p2 = Payment::from_history(
+        &read_stream(&pool, payment_uuid(oid(2)))
+            .await
+            .expect("read"),
+    )
+    .expect("fold");
+    assert_eq!(p2.status, PaymentStatus::Disputed);
+    let body: String = sqlx::query_scalar(
+        "SELECT payload -> 'messages' -> 0 ->> 'body' FROM events WHERE event_type = 'DisputeImported' \
+         AND stream_id = $1",
+    )
+    .bind(importer::ids::Collection::Disputes.uuid_of(&oid(70_001).to_hex()))
+    .fetch_one(&db.admin)
+    .await
+    .expect("message");
+    assert!(body.len() > 1024 * 1024 && body.contains('\u{fffd}') && body.contains('\u{1b}'));
+
+    // A second run writes nothing.
+    let before = event_count(&db).await;
+    ok(&import(&db, &name, &["payments", "--report", &report_arg]));
+    ok(&import(&db, &name, &["disputes"]));
+    assert_eq!(event_count(&db).await, before);
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
+    assert_eq!(again["events_written"], 0);
+
+    // The projectors fold the imported history; verify reads their buckets, agrees, then
+    // names the bucket and the payment once MongoDB changes.
+    ok(&e2e::run_binary(
+        &["project"],
+        &[("DATABASE_URL", db.url.as_str())],
+    ));
+    let verify = |domain: &str| import(&db, &name, &["verify", domain]);
+    let out = verify("payments");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("finance.reconciliation_buckets"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    ok(&verify("disputes"));
+    mongo
+        .collection::<RawDocumentBuf>("payments")
+        .update_one(doc! { "_id": oid(3) }, doc! { "$set": { "amount": 0.2 } })
+        .await
+        .expect("update");
+    let out = verify("payments");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("bucket") && stdout.contains("(stripe, USD, 2022-03-03)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&oid(3).to_hex()), "{stdout}");
+    let _ = std::fs::remove_file(&report_path);
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_nothing_and_reports_the_same() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("dry").await;
+    load_traps(&mongo).await;
+    let dry = ok(&import(&db, &name, &["payments", "--dry-run"]));
+    assert_eq!(event_count(&db).await, 0);
+    let rejects: i64 = sqlx::query_scalar("SELECT count(*) FROM legacy_import.rejects")
+        .fetch_one(&db.admin)
+        .await
+        .expect("rejects");
+    assert_eq!(rejects, 0);
+    let real = ok(&import(&db, &name, &["payments"]));
+    let body = |t: &str| t.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&dry), body(&real));
+    assert!(dry.contains("DRY RUN"));
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn retry_rejects_imports_a_fixed_document() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("retry").await;
+    insert(
+        &mongo,
+        "payments",
+        vec![
+            payment_doc(1, "10.005", "USD", "pending", 1),
+            payment_doc(2, "3", "USD", "pending", 1),
+        ],
+    )
+    .await;
+    insert(&mongo, "fundsledgerentries", Vec::new()).await;
+    ok(&import(&db, &name, &["payments"]));
+    let open = "SELECT count(*) FROM legacy_import.rejects WHERE resolved_at IS NULL";
+    let count = |sql: &'static str| {
+        let pool = db.admin.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(count(open).await, 1);
+    mongo
+        .collection::<RawDocumentBuf>("payments")
+        .update_one(
+            doc! { "_id": oid(1) },
+            doc! { "$set": { "amount": "10.01" } },
+        )
+        .await
+        .expect("fix");
+    let text = ok(&import(&db, &name, &["payments", "--retry-rejects"]));
+    assert!(text.contains("retry_rejects"), "{text}");
+    assert_eq!(count(open).await, 0);
+    let pool = db.service_pool(1).await;
+    let p = Payment::from_history(
+        &read_stream(&pool, payment_uuid(oid(1)))
+            .await
+            .expect("read"),
+    )
+    .expect("fold");
+    assert_eq!(p.terms.map(|t| t.amount), Some(dec("10.01")));
+
+    // The id map over HTTP, for every role.
+    let server = e2e::server::Server::start(&db, &["--no-projectors"]);
+    let hex = oid(1).to_hex();
+    for token in [
+        &server.tokens.coordinator,
+        &server.tokens.admin,
+        &server.tokens.finance,
+    ] {
+        let (status, body) = server
+            .get(&format!("/v1/legacy/payments/{hex}"), token)
+            .await;
+        assert_eq!(status.as_u16(), 200, "{body}");
+        assert_eq!(body["id"], payment_uuid(oid(1)).to_string());
+        assert_eq!(body["stream_type"], "payment");
+    }
+    let f = &server.tokens.finance;
+    let (status, body) = server
+        .get(&format!("/v1/legacy/users/{}", oid(9001).to_hex()), f)
+        .await;
+    assert_eq!(
+        (status.as_u16(), body["imported"].clone()),
+        (200, Value::Bool(false))
+    );
+    let (status, _) = server
+        .get("/v1/legacy/payments/65a1b2c3d4e5f60700000099", f)
+        .await;
+    assert_eq!(status.as_u16(), 404);
+    let (status, _) = server.get("/v1/legacy/payments/nope", f).await;
+    assert_eq!(status.as_u16(), 400);
+    let (status, _) = server.get(&format!("/v1/legacy/orders/{hex}"), f).await;
+    assert_eq!(status.as_u16(), 404);
+    drop(server);
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}
+
+async fn load_many(db: &Database, n: u32) {
+    let payments = (1..=n)
+        .map(|i| payment_doc(i, "100", "USD", "funded", 1 + i % 28))
+        .collect();
+    insert(db, "payments", payments).await;
+    let entries = (1..=n)
+        .map(|i| entry_doc(i, Some(oid(i)), "deposit", "100", i % 60))
+        .collect();
+    insert(db, "fundsledgerentries", entries).await;
+}
+
+async fn event_rows(
+    db: &TestDb,
+) -> Vec<(Uuid, Uuid, i64, String, Value, chrono::DateTime<Utc>, Value)> {
+    sqlx::query_as(
+        "SELECT e.event_id, e.stream_id, e.version, e.event_type, e.payload, e.occurred_at, \
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(p.account, p.amount::text) ORDER BY p.leg), '[]') \
+              FROM postings p WHERE p.position = e.position) \
+         FROM events e ORDER BY e.event_id",
+    )
+    .fetch_all(&db.admin)
+    .await
+    .expect("events")
+}
+
+#[tokio::test]
+async fn a_killed_run_resumes_to_exactly_the_events_of_an_uninterrupted_one() {
+    let (mongo, name) = legacy_db("resume").await;
+    load_many(&mongo, 3000).await;
+
+    let whole = TestDb::new().await;
+    ok(&import(&whole, &name, &["payments", "--batch-size", "100"]));
+
+    let killed = TestDb::new().await;
+    let uri = mongo_uri();
+    let mut child = Command::new(binary())
+        .args([
+            "import",
+            "payments",
+            "--batch-size",
+            "20",
+            "--mongo-uri",
+            &uri,
+            "--mongo-db",
+            &name,
+        ])
+        .env("DATABASE_URL", &killed.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn import");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done: Option<i64> = sqlx::query_scalar(
+            "SELECT documents FROM legacy_import.checkpoints WHERE collection = 'payments'",
+        )
+        .fetch_optional(&killed.admin)
+        .await
+        .expect("checkpoint");
+        if done.unwrap_or(0) >= 400 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let still_running = child.try_wait().expect("wait").is_none();
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert!(
+        still_running,
+        "the import finished before it could be killed"
+    );
+    assert!(event_count(&killed).await < 6000);
+    ok(&import(&killed, &name, &["payments", "--batch-size", "50"]));
+
+    let a = event_rows(&whole).await;
+    let b = event_rows(&killed).await;
+    assert_eq!(a.len(), 6000);
+    assert_eq!(a, b);
+    // And a run after success writes nothing.
+    ok(&import(&killed, &name, &["payments"]));
+    assert_eq!(event_count(&killed).await, 6000);
+    mongo.drop().await.expect("drop");
+    whole.drop_db().await;
+    killed.drop_db().await;
+}
