@@ -8,49 +8,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use clap::{Args, Subcommand};
 use ledger::event::{Actor, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use ledger::store::{self, EventStore, PoolSettings};
 use serde_json::json;
 use sqlx::{Executor, PgPool};
 use uuid::Uuid;
 
-use crate::db;
+use sqlx::postgres::PgConnectOptions;
 
-/// Options of `bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// What to measure.
-    #[command(subcommand)]
-    pub what: BenchWhat,
-}
-
-/// The benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum BenchWhat {
-    /// Appends from 1, 8 and 32 writers and batches of 1,000 against raw inserts.
-    Append {
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        /// Writer counts to measure.
-        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
-        writers: Vec<usize>,
-    },
-}
-
-/// Runs a benchmark and prints its figures.
+/// Measures appends from each writer count, then batches of 1,000, each against a raw
+/// insert of the same rows measured just before it.
 ///
 /// # Errors
 /// The database cannot be reached or a write fails.
 pub async fn run(
-    url: Option<&str>,
-    data_dir: Option<std::path::PathBuf>,
-    args: BenchArgs,
+    options: PgConnectOptions,
+    seconds: u64,
+    writers: &[usize],
 ) -> anyhow::Result<ExitCode> {
-    let options = db::resolve(url, data_dir).await?;
-    db::migrate(&options).await?;
-    let BenchWhat::Append { seconds, writers } = args.what;
     let admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(40)
         .connect_with(options.clone())
@@ -75,7 +50,7 @@ pub async fn run(
         "{:<28} {:>12} {:>12} {:>7}",
         "case", "append ev/s", "raw ev/s", "ratio"
     );
-    for &n in &writers {
+    for &n in writers {
         let raw = raw_rate(&pool, n, dur, 1).await?;
         let app = append_rate(&store, n, dur, 1).await?;
         println!(
