@@ -78,6 +78,7 @@ pub async fn run(
         pool: pool.clone(),
         tokens: Arc::new(known),
         metrics: crate::serve::metrics_handle(),
+        notifier: ledger::store::Notifier::spawn(pool.clone()),
     };
     let listener = match tokio::net::TcpListener::bind(&args.bind).await {
         Ok(l) => l,

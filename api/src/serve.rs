@@ -68,6 +68,7 @@ pub async fn run(
     )
     .await?;
     let state = AppState {
+        notifier: ledger::store::Notifier::spawn(pool.clone()),
         pool,
         tokens: Arc::new(tokens),
         metrics: metrics_handle(),

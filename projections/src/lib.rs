@@ -37,8 +37,8 @@ pub use runner::{catch_up, follow, step, RunnerSettings, Step};
 pub use state::{ProjectorState, Side};
 pub use status::{passed, status, wait_for, Passed, ProjectorStatus};
 
-/// The PostgreSQL channel the store's trigger notifies when events are committed.
-pub const CHANNEL: &str = "escrow_ledger_events";
+/// The PostgreSQL channel on which appending processes announce committed events.
+pub use ledger::store::CHANNEL;
 
 /// A projector and the read tables it owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -167,21 +167,36 @@ async fn raw_rate(
             let stream = Uuid::new_v4();
             let mut version = 0_i64;
             while start.elapsed() < dur {
-                version += 1;
-                let n = i64::try_from(batch)?;
-                sqlx::query(
-                    "INSERT INTO bench_raw SELECT $1, $2 + g, $3, $4, $5, $6, $7 FROM generate_series(1, $8) g",
-                )
-                .bind(stream)
-                .bind(version * n)
-                .bind(&e.event_type)
-                .bind(&e.payload)
-                .bind(&e.metadata)
-                .bind(e.occurred_at)
-                .bind(vec![7_u8; 32])
-                .bind(n)
-                .execute(&pool)
-                .await?;
+                if batch == 1 {
+                    version += 1;
+                    sqlx::query("INSERT INTO bench_raw VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                        .bind(stream)
+                        .bind(version)
+                        .bind(&e.event_type)
+                        .bind(&e.payload)
+                        .bind(&e.metadata)
+                        .bind(e.occurred_at)
+                        .bind(vec![7_u8; 32])
+                        .execute(&pool)
+                        .await?;
+                } else {
+                    // The same rows the batched append sends, each one shipped, not
+                    // repeated on the server.
+                    let streams: Vec<Uuid> = (0..batch).map(|_| Uuid::new_v4()).collect();
+                    sqlx::query(
+                        "INSERT INTO bench_raw SELECT * FROM UNNEST($1::uuid[], $2::int8[], \
+                         $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::bytea[])",
+                    )
+                    .bind(&streams)
+                    .bind(vec![1_i64; batch])
+                    .bind(vec![e.event_type.clone(); batch])
+                    .bind(vec![e.payload.clone(); batch])
+                    .bind(vec![e.metadata.clone(); batch])
+                    .bind(vec![e.occurred_at; batch])
+                    .bind(vec![vec![7_u8; 32]; batch])
+                    .execute(&pool)
+                    .await?;
+                }
                 count.fetch_add(batch as u64, Ordering::Relaxed);
             }
             anyhow::Ok(())

@@ -29,6 +29,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use ledger::store::Notifier;
+
 use crate::auth::Tokens;
 use crate::commands::{self, Answer, Command};
 use extract::{Body, Caller, CommandHeaders};
@@ -46,6 +48,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Announces committed commands to projectors (outside the commands' transactions).
+    pub notifier: Notifier,
 }
 
 /// Builds the whole router over `state`.
@@ -141,6 +145,9 @@ pub async fn run_command(
     };
     let name = command.name();
     let result = commands::execute(&state.pool, &request, &command).await;
+    if matches!(&result, Ok(a) if !a.replayed) {
+        state.notifier.committed();
+    }
     let outcome = match &result {
         Ok(a) if a.replayed => "replayed",
         Ok(_) => "accepted",

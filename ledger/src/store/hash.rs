@@ -39,13 +39,31 @@ pub struct HashInput<'a> {
     pub postings: &'a [Posting],
 }
 
-/// The event's hash: SHA-256 of the previous hash and the canonical encoding.
+/// The event's hash: [`link`] of the previous hash, the version and [`content_digest`].
 pub fn event_hash(prev_hash: &[u8], input: &HashInput<'_>) -> [u8; 32] {
+    link(prev_hash, input.version, &content_digest(input))
+}
+
+/// Chains an event to its stream: `SHA-256(prev_hash || version as 8 bytes big-endian ||
+/// content digest)`. Split from the content so that the append, which learns the stream's
+/// head and therefore the version and previous hash only inside its one SQL statement,
+/// can finish the chain there (`sha256(prev || int8send(version) || content)`) while the
+/// canonical encoding stays ours.
+pub fn link(prev_hash: &[u8], version: i64, content: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev_hash);
+    h.update(version.to_be_bytes());
+    h.update(content);
+    h.finalize().into()
+}
+
+/// SHA-256 of the canonical encoding of everything an event says except its place in the
+/// stream (version and previous hash, which [`link`] adds).
+pub fn content_digest(input: &HashInput<'_>) -> [u8; 32] {
     let mut buf = Vec::with_capacity(512);
     buf.extend_from_slice(b"escrow-ledger/event/v1\n");
     buf.extend_from_slice(input.stream_id.as_bytes());
     put_str(&mut buf, input.stream_type);
-    buf.extend_from_slice(&input.version.to_be_bytes());
     buf.extend_from_slice(input.event_id.as_bytes());
     put_str(&mut buf, input.event_type);
     buf.extend_from_slice(&input.schema_version.to_be_bytes());
@@ -63,10 +81,7 @@ pub fn event_hash(prev_hash: &[u8], input: &HashInput<'_>) -> [u8; 32] {
         put_str(&mut buf, p.asset.code());
         put_str(&mut buf, &p.amount.normalize().to_string());
     }
-    let mut h = Sha256::new();
-    h.update(prev_hash);
-    h.update(&buf);
-    h.finalize().into()
+    Sha256::digest(&buf).into()
 }
 
 /// One step of the running feed digest: `D' = SHA-256(D || position || event hash)`.

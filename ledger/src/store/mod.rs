@@ -5,12 +5,14 @@
 mod append;
 mod error;
 pub mod hash;
+mod notify;
 mod pool;
 mod read;
 mod verify;
 
 pub use append::{append, AppendedEvent};
 pub use error::StoreError;
+pub use notify::{Notifier, CHANNEL};
 pub use pool::{connect, PoolSettings, SERVICE_ROLE};
 pub use read::{feed_position_of, read_feed, read_stream, stream_version, watermark, Watermark};
 pub use verify::{parse_digest, verify, Fault, VerifyReport};
@@ -20,16 +22,28 @@ use sqlx::PgPool;
 use crate::event::StreamAppend;
 
 /// The event store over a connection pool; the use case that needs more than one append
-/// in a transaction calls [`append`] with its own transaction instead.
+/// in a transaction calls [`append`] with its own transaction instead (and pokes the
+/// [`Notifier`] after its commit).
 #[derive(Debug, Clone)]
 pub struct EventStore {
     pool: PgPool,
+    notifier: Notifier,
 }
 
 impl EventStore {
-    /// A store over `pool` (connected as the service role).
+    /// A store over `pool` (connected as the service role) that notifies nobody.
     pub fn new(pool: PgPool) -> Self {
-        EventStore { pool }
+        EventStore {
+            pool,
+            notifier: Notifier::disabled(),
+        }
+    }
+
+    /// The same store, announcing its commits through `notifier`.
+    #[must_use]
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// The pool, for queries beside the store.
@@ -37,21 +51,22 @@ impl EventStore {
         &self.pool
     }
 
-    /// Appends to one or more streams in one transaction: all or nothing.
+    /// Appends to one or more streams as one statement, its own transaction: all or
+    /// nothing, one round trip.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when a stream is not at its expected version (with the
-    /// actual version read after the failed attempt), [`StoreError::InvalidAppend`] for an
-    /// empty append or a payload that is not an object, [`StoreError::Database`] otherwise.
+    /// actual version), [`StoreError::InvalidAppend`] for an empty append or a payload that
+    /// is not an object, [`StoreError::Database`] otherwise.
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<AppendedEvent>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        match append(&mut tx, appends).await {
+        let mut conn = self.pool.acquire().await?;
+        match append(&mut conn, appends).await {
             Ok(done) => {
-                tx.commit().await?;
+                self.notifier.committed();
                 Ok(done)
             }
             Err(err) => {
-                tx.rollback().await?;
+                drop(conn);
                 Err(self.fill_conflict(err, appends).await)
             }
         }
