@@ -11,6 +11,7 @@ pub mod mongo;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod sample;
 pub mod store;
 pub mod translate;
 pub mod verify;

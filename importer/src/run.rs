@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use bson::oid::ObjectId;
-use bson::{doc, Bson, RawDocumentBuf};
+use bson::RawDocumentBuf;
 use chrono::Utc;
 use ledger::event::{Actor, Metadata, NewEvent};
 use ledger::payment::{EntryKind, EntryPlacement, PaymentCreated, PaymentEvent, STREAM_TYPE};
@@ -383,7 +383,6 @@ impl Run<'_> {
         docs: &[RawDocumentBuf],
         write: &mut BatchWrite,
     ) -> Result<(), ImportError> {
-        let name = Collection::FundsLedgerEntries.name();
         let parsed: Vec<Result<ParsedEntry, Reject>> =
             docs.iter().map(|d| parse_entry(d)).collect();
         let mut hexes: Vec<String> = parsed
@@ -425,21 +424,21 @@ impl Run<'_> {
             };
             contexts.insert(object_id_of(&d), context);
         }
-        let references: Vec<Bson> = parsed
+        // Duplicate candidates: this batch's entries in memory, earlier batches' from
+        // PostgreSQL by an indexed lookup. (Asking MongoDB for the references made it scan
+        // the whole collection for every batch: it has no index on `reference`.)
+        let references: Vec<String> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok().and_then(|p| p.reference.clone()))
-            .map(Bson::String)
             .collect();
-        let candidates: Vec<ParsedEntry> = if references.is_empty() {
-            Vec::new()
-        } else {
-            self.legacy
-                .collect(name, doc! { "reference": { "$in": references } })
-                .await?
-                .iter()
-                .filter_map(|d| parse_entry(d).ok())
-                .collect()
+        let earlier = {
+            let mut c = self.db.conn().await?;
+            store::entries_with_references(&mut c, &references).await?
         };
+        let candidates: Vec<ParsedEntry> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().filter(|p| p.reference.is_some()).cloned())
+            .collect();
         for (raw, p) in docs.iter().zip(parsed) {
             let p = match p {
                 Ok(p) => p,
@@ -454,7 +453,18 @@ impl Run<'_> {
                 .payment_hex
                 .as_ref()
                 .map(|h| contexts.get(h).cloned().unwrap_or(PaymentContext::Missing));
-            let placed = match place_entry(&p, context.as_ref()) {
+            let placed = place_entry(&p, context.as_ref());
+            if let Some(reference) = &p.reference {
+                write.references.push(store::EntryReference {
+                    object_id: p.source.object_id.clone(),
+                    reference: reference.clone(),
+                    kind: p.kind.as_str().to_owned(),
+                    amount: p.amount,
+                    created_at: p.created_at,
+                    imported: placed.is_ok(),
+                });
+            }
+            let placed = match placed {
                 Ok(placed) => placed,
                 Err(r) => {
                     write
@@ -466,15 +476,24 @@ impl Run<'_> {
             let hex = &p.source.object_id;
             let mut anomalies = placed.anomalies.clone();
             for other in duplicates_of(&p, &candidates) {
-                anomalies.push(crate::legacy::Anomaly::new(
-                    AnomalyKind::DuplicateWebhook,
-                    format!(
-                        "same reference {:?}, type and amount as {} ({} s apart)",
-                        p.reference.as_deref().unwrap_or(""),
-                        other.source.object_id,
-                        (other.created_at - p.created_at).num_seconds().abs()
-                    ),
+                anomalies.push(duplicate_anomaly(
+                    &p,
+                    &other.source.object_id,
+                    other.created_at,
                 ));
+            }
+            for other in earlier_duplicates(&p, &earlier) {
+                anomalies.push(duplicate_anomaly(&p, &other.object_id, other.created_at));
+                if other.imported {
+                    // The earlier entry was written before this one was read: list it now.
+                    let back = duplicate_anomaly(&p, hex, other.created_at);
+                    push_anomalies(
+                        write,
+                        Collection::FundsLedgerEntries,
+                        &other.object_id,
+                        vec![back],
+                    );
+                }
             }
             let e = &placed.event;
             let event = NewEvent {
@@ -783,6 +802,44 @@ fn payments_batch(docs: &[RawDocumentBuf], write: &mut BatchWrite) {
                 .push(reject_row(Collection::Payments, raw, &r)),
         }
     }
+}
+
+/// The duplicate-webhook anomaly of an entry like `p`, naming `other_hex`.
+fn duplicate_anomaly(
+    p: &ParsedEntry,
+    other_hex: &str,
+    other_created_at: chrono::DateTime<Utc>,
+) -> crate::legacy::Anomaly {
+    crate::legacy::Anomaly::new(
+        AnomalyKind::DuplicateWebhook,
+        format!(
+            "same reference {:?}, type and amount as {} ({} s apart)",
+            p.reference.as_deref().unwrap_or(""),
+            other_hex,
+            (other_created_at - p.created_at).num_seconds().abs()
+        ),
+    )
+}
+
+/// The entries of earlier batches that `e` duplicates, by the rule of
+/// [`duplicates_of`].
+fn earlier_duplicates<'a>(
+    e: &ParsedEntry,
+    earlier: &'a [store::EntryReference],
+) -> Vec<&'a store::EntryReference> {
+    let Some(reference) = e.reference.as_deref() else {
+        return Vec::new();
+    };
+    earlier
+        .iter()
+        .filter(|c| {
+            c.object_id != e.source.object_id
+                && c.reference == reference
+                && c.kind == e.kind.as_str()
+                && c.amount == e.amount
+                && (c.created_at - e.created_at).abs() < chrono::Duration::minutes(10)
+        })
+        .collect()
 }
 
 fn push_anomalies(

@@ -5,9 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use ledger::event::StreamAppend;
 use ledger::payment::{PaymentCreated, PaymentImported};
 use ledger::store::{append, StoreError};
+use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -94,6 +96,26 @@ pub struct BatchWrite {
     pub deposits: Vec<DepositRef>,
     /// The checkpoint: (collection, last `_id`, documents in the batch).
     pub checkpoint: Option<(&'static str, String, i64)>,
+    /// Ledger entries with a reference, for later batches' duplicate check.
+    pub references: Vec<EntryReference>,
+}
+
+/// A legacy ledger entry with a reference, as parsed: what the duplicate-webhook check
+/// compares (`translate::duplicates_of`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryReference {
+    /// Its `_id` (24 hex digits).
+    pub object_id: String,
+    /// Its reference.
+    pub reference: String,
+    /// Its type (`"deposit"`).
+    pub kind: String,
+    /// Its magnitude.
+    pub amount: Decimal,
+    /// Its `createdAt`.
+    pub created_at: DateTime<Utc>,
+    /// Whether it became an event (not rejected).
+    pub imported: bool,
 }
 
 impl BatchWrite {
@@ -149,7 +171,9 @@ pub async fn write_batch(conn: &mut PgConnection, batch: BatchWrite) -> Result<u
         anomalies,
         deposits,
         checkpoint,
+        references,
     } = batch;
+    insert_references(conn, &references).await?;
     let ids: Vec<Uuid> = appends
         .iter()
         .flat_map(|a| a.events.iter().map(|e| e.event_id))
@@ -282,6 +306,69 @@ pub async fn write_batch(conn: &mut PgConnection, batch: BatchWrite) -> Result<u
         .await?;
     }
     Ok(written)
+}
+
+/// Records entries with a reference (a retried reject that now imports is marked so).
+///
+/// # Errors
+/// A database error.
+async fn insert_references(
+    conn: &mut PgConnection,
+    rows: &[EntryReference],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO legacy_import.entry_references \
+           (object_id, reference, kind, amount, created_at, imported) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], \
+                              $5::timestamptz[], $6::bool[]) \
+         ON CONFLICT (object_id) DO UPDATE \
+           SET imported = legacy_import.entry_references.imported OR EXCLUDED.imported",
+    )
+    .bind(rows.iter().map(|r| r.object_id.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.reference.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.kind.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.amount).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.imported).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The entries recorded by earlier batches whose reference is among `references`.
+///
+/// # Errors
+/// A database error.
+pub async fn entries_with_references(
+    conn: &mut PgConnection,
+    references: &[String],
+) -> Result<Vec<EntryReference>, sqlx::Error> {
+    if references.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, String, String, Decimal, DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT object_id, reference, kind, amount, created_at, imported \
+         FROM legacy_import.entry_references WHERE reference = ANY($1)",
+    )
+    .bind(references)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(object_id, reference, kind, amount, created_at, imported)| EntryReference {
+                object_id,
+                reference,
+                kind,
+                amount,
+                created_at,
+                imported,
+            },
+        )
+        .collect())
 }
 
 /// Inserts anomalies (each kind once per document).

@@ -3,6 +3,7 @@
 //! shared and noisy and only ratios mean something.
 
 mod append;
+mod import;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,9 @@ pub enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
         writers: Vec<usize>,
     },
+    /// The importer against a plain sorted scan of the same collections, with its peak
+    /// memory and the watermark lag a live projector sees meanwhile.
+    Import(import::ImportBenchArgs),
 }
 
 /// Runs a benchmark and prints its figures.
@@ -45,5 +49,6 @@ pub async fn run(
     db::migrate(&options).await?;
     match args.what {
         BenchWhat::Append { seconds, writers } => append::run(options, seconds, &writers).await,
+        BenchWhat::Import(args) => import::run(options, args).await,
     }
 }
