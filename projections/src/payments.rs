@@ -19,6 +19,8 @@ use crate::feed::FeedEvent;
 use crate::text::{parse_enum, parse_reference, reference_key};
 use crate::{Projection, ProjectionError, Side};
 
+mod write;
+
 const NAME: &str = "payments";
 
 /// A row of `projection.payments_<side>`: the payment's fold state and when each step
@@ -340,12 +342,7 @@ pub(crate) async fn apply(
         .bind(&ids)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(&format!(
-        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1)"
-    ))
-    .bind(sqlx::types::Json(&after))
-    .execute(&mut *conn)
-    .await?;
+    write::insert_rows(conn, &table, &after).await?;
     write_buckets(conn, side, &deltas).await?;
     Ok(())
 }

@@ -240,6 +240,7 @@ async fn fill(
     progress: &mut impl FnMut(Progress),
 ) -> Result<(), RebuildError> {
     let mut read = 0_u64;
+    let mut analyze_at = u64::try_from(batch_size).unwrap_or(0) * 2;
     loop {
         let Some(from) = targets.iter().map(|t| t.checkpoint).min() else {
             return Ok(());
@@ -260,11 +261,38 @@ async fn fill(
         }
         tx.commit().await?;
         read += events.len() as u64;
+        if read >= analyze_at {
+            analyze(pool, targets).await?;
+            analyze_at = read * 4;
+        }
         progress(Progress {
             events: read,
             position: last.position,
         });
     }
+}
+
+/// Gathers statistics of the tables being filled. They grow from empty, and without
+/// statistics (autovacuum comes later, or never where it is off) the planner keeps plans
+/// made for empty tables and assumes a key selects a fixed share of rows: each batch's
+/// lookups then scan whole tables, ever longer. Run after the first batches and then each
+/// time the tables quadrupled, so it costs little; each table is analyzed in a transaction
+/// of its own, briefly.
+async fn analyze(pool: &PgPool, targets: &[Target]) -> Result<(), sqlx::Error> {
+    let tables: Vec<String> = targets
+        .iter()
+        .flat_map(|t| {
+            t.projection
+                .tables()
+                .iter()
+                .map(move |base| Projection::table(base, t.side))
+        })
+        .collect();
+    if !tables.is_empty() {
+        pool.execute(format!("ANALYZE {}", tables.join(", ")).as_str())
+            .await?;
+    }
+    Ok(())
 }
 
 /// The events of a batch after `checkpoint`.

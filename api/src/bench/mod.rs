@@ -4,6 +4,7 @@
 
 mod append;
 mod import;
+mod rebuild;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,16 @@ pub enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
         writers: Vec<usize>,
     },
+    /// Rebuild of every projection over a large store against a plain read of its events,
+    /// with a live projector's lag meanwhile, then the admin queue and a month's buckets.
+    Rebuild {
+        /// Events the store should hold (generated through the append path).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Generate only what the store lacks of `--events`, so a re-run measures again.
+        #[arg(long)]
+        reuse: bool,
+    },
     /// The importer against a plain sorted scan of the same collections, with its peak
     /// memory and the watermark lag a live projector sees meanwhile.
     Import(import::ImportBenchArgs),
@@ -50,5 +61,6 @@ pub async fn run(
     match args.what {
         BenchWhat::Append { seconds, writers } => append::run(options, seconds, &writers).await,
         BenchWhat::Import(args) => import::run(options, args).await,
+        BenchWhat::Rebuild { events, reuse } => rebuild::run(options, events, reuse).await,
     }
 }

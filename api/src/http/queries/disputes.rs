@@ -189,22 +189,15 @@ pub async fn queue(
     };
     let after: Option<(i16, DateTime<Utc>, Uuid)> = cursor_in(q.cursor.as_deref())?;
     wait_projected(&state, &[Projection::Disputes], q.min_position).await?;
-    let mut rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM finance.disputes \
-         WHERE status = ANY($1) AND priority = ANY($2) \
-           AND ($3::text IS NULL OR admin = $3) AND (NOT $4 OR admin IS NULL) \
-           AND ($5::int2 IS NULL OR (-priority_rank, opened_at, dispute_id) > (-$5, $6, $7)) \
-         ORDER BY priority_rank DESC, opened_at, dispute_id LIMIT $8"
-    ))
-    .bind(&statuses)
-    .bind(&priorities)
-    .bind(admin)
-    .bind(unassigned)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(after.map(|a| a.2))
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
+    let mut rows = queue_rows(
+        &state.pool,
+        &statuses,
+        &priorities,
+        admin,
+        unassigned,
+        after,
+        limit + 1,
+    )
     .await?;
     let n = usize::try_from(limit).unwrap_or(usize::MAX);
     let more = rows.len() > n;
@@ -219,6 +212,50 @@ pub async fn queue(
         disputes: rows.into_iter().map(DisputeSummary::from).collect(),
         next_cursor,
     }))
+}
+
+/// One statement of the queue: `limit` disputes among `statuses` and `priorities`, most
+/// urgent first, then oldest first, after the cursor `after`.
+async fn queue_rows(
+    pool: &sqlx::PgPool,
+    statuses: &[String],
+    priorities: &[String],
+    admin: Option<String>,
+    unassigned: bool,
+    after: Option<(i16, DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM finance.disputes \
+         WHERE status = ANY($1) AND priority = ANY($2) \
+           AND ($3::text IS NULL OR admin = $3) AND (NOT $4 OR admin IS NULL) \
+           AND ($5::int2 IS NULL OR (-priority_rank, opened_at, dispute_id) > (-$5, $6, $7)) \
+         ORDER BY priority_rank DESC, opened_at, dispute_id LIMIT $8"
+    ))
+    .bind(statuses)
+    .bind(priorities)
+    .bind(admin)
+    .bind(unassigned)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(after.map(|a| a.2))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The first page of the admin queue as `GET /v1/disputes` reads it with no filters (the
+/// active statuses, every priority, 50 a page): the same statement, for `bench rebuild`.
+/// Returns the disputes read.
+///
+/// # Errors
+/// A database error.
+pub(crate) async fn default_queue_page(pool: &sqlx::PgPool) -> Result<usize, sqlx::Error> {
+    let statuses: Vec<String> = ACTIVE.iter().map(|s| (*s).to_owned()).collect();
+    let priorities: Vec<String> = PRIORITIES.iter().map(|s| (*s).to_owned()).collect();
+    let limit = page_size(None).unwrap_or(50);
+    let rows = queue_rows(pool, &statuses, &priorities, None, false, None, limit + 1).await?;
+    Ok(rows.len())
 }
 
 /// A piece of evidence.

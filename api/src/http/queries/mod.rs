@@ -10,6 +10,9 @@ mod disputes;
 mod payments;
 mod reconciliation;
 
+pub(crate) use disputes::default_queue_page;
+pub(crate) use reconciliation::period_buckets;
+
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;

@@ -116,25 +116,14 @@ pub async fn buckets(
     let from = q.from.as_deref().map(|t| day("from", t)).transpose()?;
     let to = q.to.as_deref().map(|t| day("to", t)).transpose()?;
     wait_projected(&state, &[Projection::Payments], q.min_position).await?;
-    // The grouping columns come from the fixed list above, never from the request.
-    let cols = group.join(", ");
-    let sums: Vec<String> = SUMS.iter().map(|s| format!("sum({s}) AS {s}")).collect();
-    let sql = format!(
-        "SELECT {cols}, sum(payments)::int8 AS payments, {} FROM finance.reconciliation_buckets \
-         WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2) \
-           AND ($3::text IS NULL OR provider = $3) AND ($4::text IS NULL OR status = $4) \
-           AND ($5::text IS NULL OR asset = $5) \
-         GROUP BY {cols} ORDER BY {cols}",
-        sums.join(", ")
-    );
-    let rows = sqlx::query(&sql)
-        .bind(from)
-        .bind(to)
-        .bind(q.provider.as_deref())
-        .bind(q.status.as_deref())
-        .bind(q.asset.as_deref())
-        .fetch_all(&state.pool)
-        .await?;
+    let filter = BucketFilter {
+        from,
+        to,
+        provider: q.provider.as_deref(),
+        status: q.status.as_deref(),
+        asset: q.asset.as_deref(),
+    };
+    let rows = bucket_rows(&state.pool, &group, &filter).await?;
     let has = |d: &str| group.contains(&d);
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
@@ -175,6 +164,65 @@ pub async fn buckets(
         buckets: out,
     })
     .into_response())
+}
+
+/// Which payments a bucket report counts.
+struct BucketFilter<'a> {
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    provider: Option<&'a str>,
+    status: Option<&'a str>,
+    asset: Option<&'a str>,
+}
+
+/// One statement of the bucket report: sums grouped by `group` (from [`grouping`]).
+async fn bucket_rows(
+    pool: &sqlx::PgPool,
+    group: &[&'static str],
+    f: &BucketFilter<'_>,
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    // The grouping columns come from the fixed list above, never from the request.
+    let cols = group.join(", ");
+    let sums: Vec<String> = SUMS.iter().map(|s| format!("sum({s}) AS {s}")).collect();
+    let sql = format!(
+        "SELECT {cols}, sum(payments)::int8 AS payments, {} FROM finance.reconciliation_buckets \
+         WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2) \
+           AND ($3::text IS NULL OR provider = $3) AND ($4::text IS NULL OR status = $4) \
+           AND ($5::text IS NULL OR asset = $5) \
+         GROUP BY {cols} ORDER BY {cols}",
+        sums.join(", ")
+    );
+    sqlx::query(&sql)
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.provider)
+        .bind(f.status)
+        .bind(f.asset)
+        .fetch_all(pool)
+        .await
+}
+
+/// The bucket report of the UTC days `from..=to` as `GET /v1/reconciliation/buckets` reads
+/// it, grouped by `group_by` (as the endpoint's parameter; `None`: all four dimensions):
+/// the same statement, for `bench rebuild`. Returns the buckets read.
+///
+/// # Errors
+/// An unknown dimension in `group_by`, or a database error.
+pub(crate) async fn period_buckets(
+    pool: &sqlx::PgPool,
+    from: NaiveDate,
+    to: NaiveDate,
+    group_by: Option<&str>,
+) -> anyhow::Result<usize> {
+    let group = grouping(group_by).map_err(|e| anyhow::anyhow!("group_by: {e}"))?;
+    let filter = BucketFilter {
+        from: Some(from),
+        to: Some(to),
+        provider: None,
+        status: None,
+        asset: None,
+    };
+    Ok(bucket_rows(pool, &group, &filter).await?.len())
 }
 
 /// The grouping asked for, in a fixed order, `asset` always in it.
