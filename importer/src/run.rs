@@ -15,6 +15,7 @@ use chrono::Utc;
 use ledger::event::{Actor, Metadata, NewEvent};
 use ledger::payment::{EntryKind, EntryPlacement, PaymentCreated, PaymentEvent, STREAM_TYPE};
 use ledger::posting::transfer;
+use ledger::store::Notifier;
 use ledger::ExpectedVersion;
 use serde_json::json;
 use sqlx::pool::PoolConnection;
@@ -102,7 +103,7 @@ impl From<sqlx::Error> for ImportError {
 /// The database a run writes to: batches committed one by one, or one transaction rolled
 /// back at the end (dry run).
 enum Db {
-    Live(PgPool),
+    Live(PgPool, Notifier),
     Dry(Box<Transaction<'static, Postgres>>),
 }
 
@@ -134,17 +135,18 @@ impl std::ops::DerefMut for Conn<'_> {
 impl Db {
     async fn conn(&mut self) -> Result<Conn<'_>, sqlx::Error> {
         Ok(match self {
-            Db::Live(pool) => Conn::Pooled(pool.acquire().await?),
+            Db::Live(pool, _) => Conn::Pooled(pool.acquire().await?),
             Db::Dry(tx) => Conn::Borrowed(tx),
         })
     }
 
     async fn write(&mut self, batch: BatchWrite) -> Result<u64, StoreFailure> {
         match self {
-            Db::Live(pool) => {
+            Db::Live(pool, notifier) => {
                 let mut tx = pool.begin().await?;
                 let n = store::write_batch(&mut tx, batch).await?;
                 tx.commit().await?;
+                notifier.committed();
                 Ok(n)
             }
             Db::Dry(tx) => store::write_batch(tx, batch).await,
@@ -209,7 +211,8 @@ pub async fn import(pool: &PgPool, opts: &ImportOptions) -> Result<Report, Impor
             .await?;
         Db::Dry(Box::new(tx))
     } else {
-        Db::Live(pool.clone())
+        // Live projectors learn of each committed batch (NOTIFY outside the batches).
+        Db::Live(pool.clone(), Notifier::spawn(pool.clone()))
     };
     let mut run = Run {
         opts,
