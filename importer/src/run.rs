@@ -140,6 +140,16 @@ impl Db {
         })
     }
 
+    /// Analyzes the tables the import fills (not in a dry run: its rows are its own).
+    async fn analyze(&mut self) -> Result<(), sqlx::Error> {
+        if let Db::Live(pool, _) = self {
+            if !store::analyze(&mut *pool.acquire().await?).await? {
+                tracing::debug!("cannot act as the tables' owner: left to autovacuum");
+            }
+        }
+        Ok(())
+    }
+
     async fn write(&mut self, batch: BatchWrite) -> Result<u64, StoreFailure> {
         match self {
             Db::Live(pool, notifier) => {
@@ -288,6 +298,8 @@ impl Run<'_> {
             ..CollectionReport::default()
         };
         let mut rx = self.legacy.batches(name, after, self.opts.batch_size);
+        // Analyze after the first batches and each time the pass quadrupled.
+        let mut analyze_at = u64::from(self.opts.batch_size) * 2;
         while let Some(batch) = rx.recv().await {
             let docs = batch?;
             let n = docs.len() as u64;
@@ -303,8 +315,13 @@ impl Run<'_> {
             figures.events_written += written;
             self.report.events_written += written;
             progress.advance(n);
+            if figures.read >= analyze_at {
+                analyze_at = figures.read.saturating_mul(4);
+                self.db.analyze().await?;
+            }
         }
         progress.finish();
+        self.db.analyze().await?;
         figures.documents_at_end = self.legacy.count(name, after).await?;
         if figures.documents_at_end != at_start {
             let warning = format!(
