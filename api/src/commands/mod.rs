@@ -114,6 +114,14 @@ pub struct Answer {
 
 /// Runs a command to its answer.
 ///
+/// An idempotency key is not looked up before deciding: the key's row is inserted in the
+/// same transaction as the events, so a request whose key was already used fails on the
+/// key's unique constraint (waiting for a concurrent first request to end) and writes
+/// nothing. Only then, or when the decision is refused, is the stored response looked
+/// up: replayed when the request is the same, `idempotency_key_reused` when it is not,
+/// and the refusal itself when the key was never used successfully (refusals are not
+/// remembered). A first request costs no lookup and holds no lock.
+///
 /// # Errors
 /// The refusal the (fresh) state calls for, `version_conflict` for `If-Match` or retries
 /// run out, `idempotency_key_reused`, or a database fault.
@@ -136,14 +144,36 @@ pub async fn execute(
                     "the stream kept moving: gave up after {MAX_ATTEMPTS} attempts; retry"
                 )))
             }
-            Err(Attempt::Refused(e)) => return Err(e),
+            Err(Attempt::KeyTaken) => {
+                return match replay(pool, request).await? {
+                    Some(answer) => Ok(answer),
+                    // The key's first request rolled back after ours failed: try again.
+                    None if attempt < MAX_ATTEMPTS => continue,
+                    None => Err(ApiError::RetriesExhausted(
+                        "the idempotency key kept being taken and released; retry".into(),
+                    )),
+                };
+            }
+            Err(Attempt::Refused(e)) => {
+                if matches!(e, ApiError::Internal(_) | ApiError::Unavailable(_)) {
+                    return Err(e);
+                }
+                return match replay(pool, request).await? {
+                    Some(answer) => Ok(answer),
+                    None => Err(e),
+                };
+            }
             Ok(answer) => return Ok(answer),
         }
     }
 }
 
 enum Attempt {
+    /// Another append moved the stream first: decide again on fresh state.
     Lost,
+    /// The idempotency key was already used: answer from its stored response.
+    KeyTaken,
+    /// The answer is this refusal (unless the key's stored response says otherwise).
     Refused(ApiError),
 }
 
@@ -153,15 +183,16 @@ impl<E: Into<ApiError>> From<E> for Attempt {
     }
 }
 
+/// One decision and its append. Reads run outside a transaction (the append checks the
+/// versions they saw); the append and the rows that must commit with it (the idempotency
+/// key, the deposit reference) run in one transaction, and an append with neither is
+/// one statement, its own transaction.
 async fn attempt_once(
     pool: &PgPool,
     request: &Request,
     command: &Command,
 ) -> Result<Answer, Attempt> {
-    let mut tx = pool.begin().await.map_err(ApiError::from)?;
-    if let Some(replay) = replay(&mut tx, request).await? {
-        return Ok(replay);
-    }
+    let mut conn = pool.acquire().await.map_err(ApiError::from)?;
     let ctx = Ctx {
         now: Utc::now(),
         metadata: Metadata {
@@ -176,12 +207,26 @@ async fn attempt_once(
         },
     };
     let decision = match command {
-        Command::Payment(c) => payment::decide(&mut tx, c, &ctx).await?,
-        Command::Dispute(c) => dispute::decide(&mut tx, c, &ctx).await?,
-        Command::Adjust(c) => adjustment::decide(&mut tx, c, &ctx).await?,
+        Command::Payment(c) => payment::decide(&mut conn, c, &ctx).await?,
+        Command::Dispute(c) => dispute::decide(&mut conn, c, &ctx).await?,
+        Command::Adjust(c) => adjustment::decide(&mut conn, c, &ctx).await?,
     };
     check_if_match(request, &decision)?;
-    let appended = match store::append(&mut tx, &decision.appends).await {
+    let status = if decision.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let alone = request.idempotency_key.is_none() && decision.deposit_reference.is_none();
+    let (appended, tx) = if alone {
+        (store::append(&mut conn, &decision.appends).await, None)
+    } else {
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(ApiError::from)?;
+        (store::append(&mut tx, &decision.appends).await, Some(tx))
+    };
+    let appended = match appended {
         Ok(done) => done,
         Err(StoreError::Conflict { .. }) => {
             drop(tx);
@@ -204,36 +249,16 @@ async fn attempt_once(
         .map(|e| e.version)
         .max()
         .unwrap_or(last.version);
-    if let Some((provider, reference)) = &decision.deposit_reference {
-        record_reference(&mut tx, provider, reference, decision.id, last.position).await?;
-    }
-    let status = if decision.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
     let body = serde_json::to_vec(&Accepted {
         id: decision.id,
         stream_version,
         position: last.position,
     })
     .map_err(|e| ApiError::Internal(e.into()))?;
-    if let Some(key) = &request.idempotency_key {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (client, key, request_hash, status, response, position) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&request.caller.name)
-        .bind(key)
-        .bind(request.request_hash.as_slice())
-        .bind(i16::try_from(status.as_u16()).unwrap_or(200))
-        .bind(&body)
-        .bind(last.position)
-        .execute(&mut *tx)
-        .await
-        .map_err(ApiError::from)?;
+    if let Some(mut tx) = tx {
+        record(&mut tx, request, &decision, status, &body, last.position).await?;
+        tx.commit().await.map_err(ApiError::from)?;
     }
-    tx.commit().await.map_err(ApiError::from)?;
     Ok(Answer {
         status,
         body,
@@ -241,31 +266,24 @@ async fn attempt_once(
     })
 }
 
-/// With an idempotency key: waits for any request with the same key to end, then answers
-/// with its stored response if it succeeded (or refuses a different request).
-async fn replay(conn: &mut PgConnection, request: &Request) -> Result<Option<Answer>, Attempt> {
+/// The stored response of the request's idempotency key, if the key was used: replayed
+/// when the request is the same, `idempotency_key_reused` when it is not.
+async fn replay(pool: &PgPool, request: &Request) -> Result<Option<Answer>, ApiError> {
     let Some(key) = &request.idempotency_key else {
         return Ok(None);
     };
-    // One request per (client, key) at a time: a retry waits for the first to end.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("{}\u{1f}{key}", request.caller.name))
-        .execute(&mut *conn)
-        .await
-        .map_err(ApiError::from)?;
     let stored: Option<(Vec<u8>, i16, Vec<u8>)> = sqlx::query_as(
         "SELECT request_hash, status, response FROM idempotency_keys WHERE client = $1 AND key = $2",
     )
     .bind(&request.caller.name)
     .bind(key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(ApiError::from)?;
+    .fetch_optional(pool)
+    .await?;
     let Some((hash, status, body)) = stored else {
         return Ok(None);
     };
     if hash != request.request_hash {
-        return Err(Attempt::Refused(ApiError::IdempotencyKeyReused));
+        return Err(ApiError::IdempotencyKeyReused);
     }
     let status = u16::try_from(status)
         .ok()
@@ -276,6 +294,60 @@ async fn replay(conn: &mut PgConnection, request: &Request) -> Result<Option<Ans
         body,
         replayed: true,
     }))
+}
+
+/// Records, in one statement, the deposit reference (deposited once) and the idempotency
+/// key with the response to replay; a key already used fails on its unique constraint.
+async fn record(
+    conn: &mut PgConnection,
+    request: &Request,
+    decision: &Decision,
+    status: StatusCode,
+    body: &[u8],
+    position: i64,
+) -> Result<(), Attempt> {
+    let (provider, reference) = decision
+        .deposit_reference
+        .as_ref()
+        .map_or((None, None), |(p, r)| (Some(p.as_str()), Some(r.as_str())));
+    let done = sqlx::query(
+        "WITH reference AS ( \
+             INSERT INTO deposit_references (provider, reference, payment_id, position) \
+             SELECT $1, $2, $3, $4 WHERE $2::text IS NOT NULL \
+         ), key AS ( \
+             INSERT INTO idempotency_keys (client, key, request_hash, status, response, position) \
+             SELECT $5, $6, $7, $8, $9, $4 WHERE $6::text IS NOT NULL \
+         ) \
+         SELECT 1",
+    )
+    .bind(provider)
+    .bind(reference)
+    .bind(decision.id)
+    .bind(position)
+    .bind(&request.caller.name)
+    .bind(request.idempotency_key.as_deref())
+    .bind(request.request_hash.as_slice())
+    .bind(i16::try_from(status.as_u16()).unwrap_or(200))
+    .bind(body)
+    .execute(&mut *conn)
+    .await;
+    match done {
+        Ok(_) => Ok(()),
+        Err(e) => match e
+            .as_database_error()
+            .and_then(sqlx::error::DatabaseError::constraint)
+        {
+            Some("idempotency_keys_pkey") => Err(Attempt::KeyTaken),
+            Some("deposit_references_pkey") => {
+                Err(Attempt::Refused(ApiError::DuplicateReference(format!(
+                    "reference {:?} was already deposited with provider {}",
+                    reference.unwrap_or_default(),
+                    provider.unwrap_or_default()
+                ))))
+            }
+            _ => Err(Attempt::Refused(e.into())),
+        },
+    }
 }
 
 fn check_if_match(request: &Request, decision: &Decision) -> Result<(), Attempt> {
@@ -298,37 +370,6 @@ fn check_if_match(request: &Request, decision: &Decision) -> Result<(), Attempt>
     Err(Attempt::Refused(ApiError::PreconditionFailed(format!(
         "If-Match names version {wanted}, but the stream is at {actual}"
     ))))
-}
-
-async fn record_reference(
-    conn: &mut PgConnection,
-    provider: &str,
-    reference: &str,
-    payment_id: Uuid,
-    position: i64,
-) -> Result<(), Attempt> {
-    let inserted = sqlx::query(
-        "INSERT INTO deposit_references (provider, reference, payment_id, position) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(provider)
-    .bind(reference)
-    .bind(payment_id)
-    .bind(position)
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_database_error()
-                .and_then(sqlx::error::DatabaseError::constraint)
-                == Some("deposit_references_pkey") =>
-        {
-            Err(Attempt::Refused(ApiError::DuplicateReference(format!(
-                "reference {reference:?} was already deposited with provider {provider}"
-            ))))
-        }
-        Err(e) => Err(Attempt::Refused(e.into())),
-    }
 }
 
 /// Maps a domain refusal to the contract's problem.
