@@ -309,6 +309,18 @@ async fn raw_insert_rate(o: &Opts) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// Analyzes the database (the store's tables and the commands' tables).
+async fn analyze(o: &Opts) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&o.database_url)
+        .await
+        .context("connect to analyze")?;
+    pool.execute("ANALYZE").await.context("ANALYZE")?;
+    pool.close().await;
+    Ok(())
+}
+
 /// What pgbench measured: script runs (stories) per second and their mean latency.
 struct PgbenchFigures {
     stories_per_s: f64,
@@ -367,6 +379,10 @@ async fn main() -> anyhow::Result<()> {
             bail!("the warm-up failed: {}", w.first_error.unwrap_or_default());
         }
     }
+    // Statistics first, before each phase that reads the store, as autovacuum would
+    // have gathered them on a live server: without them the prepared statements' generic
+    // plans turn to whole-table scans as the tables grow (pgbench fell to a tenth).
+    analyze(&o).await?;
     let h = http_phase(&o, o.seconds, true).await?;
     let http_rate = h.rate();
     let (p50, p99) = (h.percentile(0.50), h.percentile(0.99));
@@ -392,7 +408,10 @@ async fn main() -> anyhow::Result<()> {
         o.clients
     );
     let bench = match &o.pgbench_script {
-        Some(script) => Some(pgbench_rate(&o, script).await?),
+        Some(script) => {
+            analyze(&o).await?;
+            Some(pgbench_rate(&o, script).await?)
+        }
         None => None,
     };
     if let Some(b) = &bench {
