@@ -183,8 +183,8 @@ struct Checks<'a> {
 impl Checks<'_> {
     /// Both queries (each binding the checkpoint if it uses it) answer the same text.
     async fn equal(&mut self, what: &str, built: &str, source: &str) -> Result<(), sqlx::Error> {
-        let ours = self.scalar(built).await?;
-        let theirs = self.scalar(source).await?;
+        // Both sides at once, on two connections: each is a scan of its own.
+        let (ours, theirs) = tokio::try_join!(self.scalar(built), self.scalar(source))?;
         if ours == theirs {
             self.passed.push(format!("{what}: {ours}"));
         } else {

@@ -11,11 +11,13 @@
 //! [`connect`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger::FeedPosition;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Acquire, Executor, PgConnection, PgPool};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::checks::check;
 use crate::feed::{read_batch, FeedEvent};
@@ -40,7 +42,7 @@ pub struct RebuildSettings {
 impl Default for RebuildSettings {
     fn default() -> Self {
         RebuildSettings {
-            batch_size: 5000,
+            batch_size: 10_000,
             lock_timeout: Duration::from_millis(500),
             swap_attempts: 120,
         }
@@ -91,6 +93,9 @@ pub enum RebuildError {
     /// The ledger looked inconsistent while filling.
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    /// A task of the rebuild panicked or was cancelled; nothing was swapped.
+    #[error("a rebuild task failed: {0}")]
+    TaskFailed(String),
 }
 
 impl From<sqlx::Error> for RebuildError {
@@ -176,16 +181,27 @@ async fn rebuild_locked(
     }
 
     fill(pool, &mut targets, settings.batch_size, progress).await?;
-    let mut checks = BTreeMap::new();
+    // The projectors' checks are independent scans: run them side by side.
+    let mut running = JoinSet::new();
     for t in &targets {
-        let (passed, failures) = check(pool, t.projection, t.side, t.checkpoint).await?;
+        let (pool, projection, side, checkpoint) =
+            (pool.clone(), t.projection, t.side, t.checkpoint);
+        running.spawn(async move {
+            let outcome = check(&pool, projection, side, checkpoint).await;
+            (projection, outcome)
+        });
+    }
+    let mut checks = BTreeMap::new();
+    while let Some(done) = running.join_next().await {
+        let (projection, outcome) = joined(done)?;
+        let (passed, failures) = outcome?;
         if !failures.is_empty() {
             return Err(RebuildError::CheckFailed {
-                projection: t.projection,
+                projection,
                 failures,
             });
         }
-        checks.insert(t.projection, passed);
+        checks.insert(projection, passed);
     }
 
     let mut reports = Vec::new();
@@ -231,8 +247,10 @@ async fn set_lock_timeout(conn: &mut PgConnection, t: Duration) -> Result<(), sq
     Ok(())
 }
 
-/// Fills every target from its checkpoint up to the readable head, one transaction per
-/// batch. Targets at the same checkpoint share one read of the feed.
+/// Fills every target from its checkpoint up to the readable head, each batch in one
+/// short transaction per target. Targets share each read of the feed; the next batch is
+/// read while the targets apply this one, each on a connection of its own, so the reading
+/// and the projectors' statements run on both cores instead of one after the other.
 async fn fill(
     pool: &PgPool,
     targets: &mut [Target],
@@ -241,25 +259,38 @@ async fn fill(
 ) -> Result<(), RebuildError> {
     let mut read = 0_u64;
     let mut analyze_at = u64::try_from(batch_size).unwrap_or(0) * 2;
+    let Some(from) = targets.iter().map(|t| t.checkpoint).min() else {
+        return Ok(());
+    };
+    let mut pending = spawn_read(pool, from, batch_size);
     loop {
-        let Some(from) = targets.iter().map(|t| t.checkpoint).min() else {
+        let events = Arc::new(joined(pending.await)??);
+        let Some(last) = events.last().map(FeedEvent::feed_position) else {
             return Ok(());
         };
-        let events = read_batch(pool, from, batch_size).await?;
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        let mut tx = pool.begin().await?;
-        for t in targets.iter_mut() {
-            let todo = after(&events, t.checkpoint);
-            if todo.is_empty() {
+        pending = spawn_read(pool, last, batch_size);
+        let mut applies = JoinSet::new();
+        for (i, t) in targets.iter().enumerate() {
+            let skip = events.len() - after(&events, t.checkpoint).len();
+            if skip == events.len() {
                 continue;
             }
-            t.projection.apply(&mut tx, t.side, todo).await?;
-            t.events += todo.len() as u64;
-            t.checkpoint = last.feed_position();
+            let (pool, events, projection, side) =
+                (pool.clone(), events.clone(), t.projection, t.side);
+            applies.spawn(async move {
+                let mut tx = pool.begin().await?;
+                projection.apply(&mut tx, side, &events[skip..]).await?;
+                tx.commit().await?;
+                Ok::<_, RebuildError>((i, events.len() - skip))
+            });
         }
-        tx.commit().await?;
+        while let Some(done) = applies.join_next().await {
+            let (i, count) = joined(done)??;
+            if let Some(t) = targets.get_mut(i) {
+                t.events += count as u64;
+                t.checkpoint = last;
+            }
+        }
         read += events.len() as u64;
         if read >= analyze_at {
             analyze(pool, targets).await?;
@@ -270,6 +301,21 @@ async fn fill(
             position: last.position,
         });
     }
+}
+
+/// Reads the batch after `from` in a task of its own.
+fn spawn_read(
+    pool: &PgPool,
+    from: FeedPosition,
+    batch_size: i64,
+) -> JoinHandle<Result<Vec<FeedEvent>, sqlx::Error>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { read_batch(&pool, from, batch_size).await })
+}
+
+/// A task's result, or the rebuild's error when the task panicked or was cancelled.
+fn joined<T>(r: Result<T, tokio::task::JoinError>) -> Result<T, RebuildError> {
+    r.map_err(|e| RebuildError::TaskFailed(e.to_string()))
 }
 
 /// Gathers statistics of the tables being filled. They grow from empty, and without
