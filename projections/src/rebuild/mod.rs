@@ -19,6 +19,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Acquire, Executor, PgConnection, PgPool};
 use tokio::task::{JoinHandle, JoinSet};
 
+mod indexes;
+
 use crate::checks::check;
 use crate::feed::{read_batch, FeedEvent};
 use crate::state::{self, Side};
@@ -168,10 +170,12 @@ async fn rebuild_locked(
     progress: &mut impl FnMut(Progress),
 ) -> Result<Vec<RebuildReport>, RebuildError> {
     let mut targets = Vec::new();
+    let mut aside = Vec::new();
     for &projection in projections {
         let live = state::load(pool, projection).await?;
         let side = live.active_side.other();
         truncate(pool, projection, side, Duration::from_secs(30)).await?;
+        aside.extend(indexes::set_aside(pool, projection, side).await?);
         targets.push(Target {
             projection,
             side,
@@ -181,6 +185,7 @@ async fn rebuild_locked(
     }
 
     fill(pool, &mut targets, settings.batch_size, progress).await?;
+    indexes::build(pool, &aside).await?;
     // The projectors' checks are independent scans: run them side by side.
     let mut running = JoinSet::new();
     for t in &targets {
