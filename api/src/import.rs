@@ -37,9 +37,26 @@ pub struct MongoArgs {
     /// The legacy MongoDB's URI.
     #[arg(long, env = "MONGO_URI", hide_env_values = true)]
     pub mongo_uri: String,
-    /// The legacy database's name.
-    #[arg(long, default_value = "escrow")]
-    pub mongo_db: String,
+    /// The legacy database's name (default: the one the URI names, else `escrow`).
+    #[arg(long)]
+    pub mongo_db: Option<String>,
+}
+
+impl MongoArgs {
+    /// The database to read: `--mongo-db`, else the URI's (`mongodb://host/legacy`), else
+    /// `escrow`. A URI naming one database while the import read another would be a
+    /// quiet, empty import.
+    ///
+    /// # Errors
+    /// A malformed URI.
+    pub async fn database(&self) -> anyhow::Result<String> {
+        if let Some(db) = &self.mongo_db {
+            return Ok(db.clone());
+        }
+        Ok(importer::sample::database_of(&self.mongo_uri)
+            .await?
+            .unwrap_or_else(|| "escrow".into()))
+    }
 }
 
 /// Options of `import payments|disputes`.
@@ -115,9 +132,9 @@ pub async fn run(
                 DomainArg::Payments => Domain::Payments,
                 DomainArg::Disputes => Domain::Disputes,
             };
+            let mongo_db = a.mongo.database().await?;
             let outcome =
-                importer::verify::verify(&pool, domain, &a.mongo.mongo_uri, &a.mongo.mongo_db)
-                    .await?;
+                importer::verify::verify(&pool, domain, &a.mongo.mongo_uri, &mongo_db).await?;
             print!("{}", outcome.to_text());
             if let Some(path) = &a.report {
                 std::fs::write(path, serde_json::to_vec_pretty(&outcome)?)?;
@@ -132,10 +149,11 @@ pub async fn run(
 }
 
 async fn run_import(pool: &sqlx::PgPool, domain: Domain, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let mongo_db = a.mongo.database().await?;
     let opts = ImportOptions {
         domain,
         mongo_uri: a.mongo.mongo_uri,
-        mongo_db: a.mongo.mongo_db,
+        mongo_db,
         batch_size: a.batch_size,
         dry_run: a.dry_run,
         retry_rejects: a.retry_rejects,

@@ -638,7 +638,8 @@ async fn a_killed_run_resumes_to_exactly_the_events_of_an_uninterrupted_one() {
     ok(&import(&whole, &name, &["payments", "--batch-size", "100"]));
 
     let killed = TestDb::new().await;
-    let uri = mongo_uri();
+    // This run names its database in the URI alone (no --mongo-db), as operators write it.
+    let uri = format!("{}/{name}", mongo_uri().trim_end_matches('/'));
     let mut child = Command::new(binary())
         .args([
             "import",
@@ -647,8 +648,6 @@ async fn a_killed_run_resumes_to_exactly_the_events_of_an_uninterrupted_one() {
             "20",
             "--mongo-uri",
             &uri,
-            "--mongo-db",
-            &name,
         ])
         .env("DATABASE_URL", &killed.url)
         .stdout(Stdio::null())
