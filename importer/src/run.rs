@@ -141,13 +141,23 @@ impl Db {
     }
 
     /// Analyzes the tables the import fills (not in a dry run: its rows are its own).
-    async fn analyze(&mut self) -> Result<(), sqlx::Error> {
+    /// Never fails the import: statistics are an optimization, so a failure is logged.
+    async fn analyze(&mut self) {
         if let Db::Live(pool, _) = self {
-            if !store::analyze(&mut *pool.acquire().await?).await? {
-                tracing::debug!("cannot act as the tables' owner: left to autovacuum");
+            let done = match pool.acquire().await {
+                Ok(mut conn) => store::analyze(&mut conn).await,
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!("cannot act as the tables' owner: left to autovacuum");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not analyze the import's tables; going on");
+                }
             }
         }
-        Ok(())
     }
 
     async fn write(&mut self, batch: BatchWrite) -> Result<u64, StoreFailure> {
@@ -317,11 +327,11 @@ impl Run<'_> {
             progress.advance(n);
             if figures.read >= analyze_at {
                 analyze_at = figures.read.saturating_mul(4);
-                self.db.analyze().await?;
+                self.db.analyze().await;
             }
         }
         progress.finish();
-        self.db.analyze().await?;
+        self.db.analyze().await;
         figures.documents_at_end = self.legacy.count(name, after).await?;
         if figures.documents_at_end != at_start {
             let warning = format!(

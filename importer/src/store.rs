@@ -558,37 +558,48 @@ pub async fn payments_of_purchase_request(
 /// The tables an import fills, analyzed as they grow: a first import outruns autovacuum,
 /// and plans made for the empty tables (whole-table scans for batch lookups) would
 /// otherwise stay.
-pub const ANALYZED: &str = "ANALYZE events, postings, legacy_import.id_map, \
-                            legacy_import.entry_references";
+pub const ANALYZED: [&str; 4] = [
+    "events",
+    "postings",
+    "legacy_import.id_map",
+    "legacy_import.entry_references",
+];
 
 /// The role that owns the tables (only an owner may analyze them).
 const OWNER_ROLE: &str = "escrow_ledger_owner";
 
-/// Analyzes [`ANALYZED`] as the owner role, in a transaction of its own. Returns false,
-/// having changed nothing, when the login may not act as the owner: the statistics are
-/// an optimization, and autovacuum gathers them in time.
+/// Analyzes [`ANALYZED`] as the owner role, each table in a short transaction of its own:
+/// a transaction that has written one table's statistics holds a transaction id, and the
+/// feed's watermark waits for the oldest one, so one transaction over all four would hold
+/// every live projector back while the others are sampled. Returns false, having changed
+/// nothing, when the login may not act as the owner: the statistics are an optimization,
+/// and autovacuum gathers them in time.
 ///
 /// # Errors
 /// A database error other than the missing right.
 pub async fn analyze(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let role = sqlx::query(&format!("SET LOCAL ROLE {OWNER_ROLE}"))
-        .execute(&mut *tx)
-        .await;
-    match role {
-        Ok(_) => {}
-        Err(e)
-            if e.as_database_error()
-                .and_then(sqlx::error::DatabaseError::code)
-                .as_deref()
-                == Some("42501") =>
-        {
-            tx.rollback().await?;
-            return Ok(false);
+    for table in ANALYZED {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let role = sqlx::query(&format!("SET LOCAL ROLE {OWNER_ROLE}"))
+            .execute(&mut *tx)
+            .await;
+        match role {
+            Ok(_) => {}
+            Err(e)
+                if e.as_database_error()
+                    .and_then(sqlx::error::DatabaseError::code)
+                    .as_deref()
+                    == Some("42501") =>
+            {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
+        sqlx::query(&format!("ANALYZE {table}"))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
     }
-    sqlx::query(ANALYZED).execute(&mut *tx).await?;
-    tx.commit().await?;
     Ok(true)
 }

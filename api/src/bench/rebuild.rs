@@ -233,7 +233,7 @@ async fn bring_up_to_date(options: &PgConnectOptions, service: &PgPool) -> anyho
         .max()
         .unwrap_or(0);
     if behind > 10_000 {
-        let owner = projections::rebuild::connect(options.clone(), 4).await?;
+        let owner = projections::rebuild::connect(options.clone(), 8).await?;
         projections::rebuild(
             &owner,
             &Projection::ALL,
@@ -289,7 +289,7 @@ async fn rebuild_under_load(
         stopped,
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let owner = projections::rebuild::connect(options.clone(), 4).await?;
+    let owner = projections::rebuild::connect(options.clone(), 8).await?;
     say(&format!(
         "rebuilding payments, balances, disputes over {total} events, \
          a live projector following 4 appends/s meanwhile"

@@ -140,9 +140,14 @@ pub async fn execute(
                 tokio::time::sleep(Duration::from_millis(jitter + u64::from(attempt))).await;
             }
             Err(Attempt::Lost) => {
+                // A retry of a request that succeeded long ago decides afresh and can lose
+                // every race on a busy stream: its stored answer still comes first.
+                if let Some(answer) = replay(pool, request).await? {
+                    return Ok(answer);
+                }
                 return Err(ApiError::RetriesExhausted(format!(
                     "the stream kept moving: gave up after {MAX_ATTEMPTS} attempts; retry"
-                )))
+                )));
             }
             Err(Attempt::KeyTaken) => {
                 return match replay(pool, request).await? {
@@ -158,7 +163,7 @@ pub async fn execute(
                 if matches!(e, ApiError::Internal(_) | ApiError::Unavailable(_)) {
                     return Err(e);
                 }
-                return match replay(pool, request).await? {
+                return match replay_when_settled(pool, request).await? {
                     Some(answer) => Ok(answer),
                     None => Err(e),
                 };
@@ -294,6 +299,29 @@ async fn replay(pool: &PgPool, request: &Request) -> Result<Option<Answer>, ApiE
         body,
         replayed: true,
     }))
+}
+
+/// [`replay`], after waiting for a request with the same key still in flight: a refusal
+/// decided beside an uncommitted first request (a deadline that passed between the two,
+/// another body with the same key) must answer what that request leaves behind. The wait
+/// is an insert of the key that conflicts with the in-flight one's, rolled back: PostgreSQL
+/// makes it wait for that transaction to end. Only refusals pay for it.
+async fn replay_when_settled(pool: &PgPool, request: &Request) -> Result<Option<Answer>, ApiError> {
+    let Some(key) = &request.idempotency_key else {
+        return Ok(None);
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (client, key, request_hash, status, response, position) \
+         SELECT $1, $2, '\\x', 0, '\\x', position FROM events ORDER BY position DESC LIMIT 1 \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&request.caller.name)
+    .bind(key)
+    .execute(&mut *tx)
+    .await?;
+    tx.rollback().await?;
+    replay(pool, request).await
 }
 
 /// Records, in one statement, the deposit reference (deposited once) and the idempotency

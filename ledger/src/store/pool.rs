@@ -43,9 +43,6 @@ pub async fn connect(
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
-        // No ping before each use: it cost a round trip per command. A connection that
-        // died idle fails its next statement instead, and the pool replaces it.
-        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 let sql = format!(
