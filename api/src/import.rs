@@ -53,7 +53,7 @@ impl MongoArgs {
         if let Some(db) = &self.mongo_db {
             return Ok(db.clone());
         }
-        Ok(importer::sample::database_of(&self.mongo_uri)
+        Ok(importer::mongo::database_of(&self.mongo_uri)
             .await?
             .unwrap_or_else(|| "escrow".into()))
     }

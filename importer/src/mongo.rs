@@ -145,3 +145,11 @@ async fn read_all(
     }
     Ok(())
 }
+
+/// The database named in a MongoDB URI's path (`mongodb://host/legacy` → `legacy`).
+///
+/// # Errors
+/// A malformed URI.
+pub async fn database_of(uri: &str) -> Result<Option<String>, MongoError> {
+    Ok(ClientOptions::parse(uri).await?.default_database)
+}

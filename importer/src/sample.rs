@@ -451,16 +451,6 @@ pub async fn scan(legacy: &Legacy, name: &str, batch_size: u32) -> Result<Scanne
     Ok(out)
 }
 
-/// The database named in a MongoDB URI's path (`mongodb://host/legacy` → `legacy`).
-///
-/// # Errors
-/// A malformed URI.
-pub async fn database_of(uri: &str) -> Result<Option<String>, MongoError> {
-    Ok(mongodb::options::ClientOptions::parse(uri)
-        .await?
-        .default_database)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

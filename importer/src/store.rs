@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use ledger::event::StreamAppend;
 use ledger::payment::{PaymentCreated, PaymentImported};
-use ledger::store::{append, StoreError};
+use ledger::store::{append, StoreError, OWNER_ROLE};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::types::Json;
@@ -564,9 +564,6 @@ pub const ANALYZED: [&str; 4] = [
     "legacy_import.id_map",
     "legacy_import.entry_references",
 ];
-
-/// The role that owns the tables (only an owner may analyze them).
-const OWNER_ROLE: &str = "escrow_ledger_owner";
 
 /// Analyzes [`ANALYZED`] as the owner role, each table in a short transaction of its own:
 /// a transaction that has written one table's statistics holds a transaction id, and the

@@ -62,7 +62,7 @@ pub async fn run(options: PgConnectOptions, args: ImportBenchArgs) -> anyhow::Re
     let sizes = Sizes::for_payments(args.payments);
     let mongo_db = match &args.mongo_db {
         Some(db) => db.clone(),
-        None => sample::database_of(&args.mongo_uri)
+        None => importer::mongo::database_of(&args.mongo_uri)
             .await?
             .unwrap_or_else(|| "escrow_bench".into()),
     };

@@ -13,7 +13,7 @@ mod verify;
 pub use append::{append, AppendedEvent};
 pub use error::StoreError;
 pub use notify::{Notifier, CHANNEL};
-pub use pool::{connect, PoolSettings, SERVICE_ROLE};
+pub use pool::{connect, PoolSettings, OWNER_ROLE, SERVICE_ROLE};
 pub use read::{feed_position_of, read_feed, read_stream, stream_version, watermark, Watermark};
 pub use verify::{parse_digest, verify, Fault, VerifyReport};
 

@@ -9,6 +9,10 @@ use sqlx::{Executor, PgPool};
 /// The role the service acts as (`SELECT, INSERT` on the store).
 pub const SERVICE_ROLE: &str = "escrow_ledger_app";
 
+/// The role that owns the tables (the migrations make it so): only it may truncate,
+/// analyze or replace what the service only reads and writes.
+pub const OWNER_ROLE: &str = "escrow_ledger_owner";
+
 /// How to build the service's pool.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {

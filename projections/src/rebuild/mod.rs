@@ -27,7 +27,7 @@ use crate::state::{self, Side};
 use crate::{Projection, ProjectionError};
 
 /// The role that owns the read tables and the views.
-pub const OWNER_ROLE: &str = "escrow_ledger_owner";
+pub use ledger::store::OWNER_ROLE;
 
 /// How a rebuild works.
 #[derive(Debug, Clone)]
