@@ -10,6 +10,10 @@ use sqlx::PgConnection;
 use crate::feed::FeedEvent;
 use crate::{Projection, ProjectionError, Side};
 
+mod fill;
+
+pub(crate) use fill::Fill;
+
 const NAME: &str = "balances";
 
 /// Applies a batch's postings.

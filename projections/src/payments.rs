@@ -19,7 +19,10 @@ use crate::feed::FeedEvent;
 use crate::text::{parse_enum, parse_reference, reference_key};
 use crate::{Projection, ProjectionError, Side};
 
+mod fill;
 mod write;
+
+pub(crate) use fill::Fill;
 
 const NAME: &str = "payments";
 
@@ -170,22 +173,24 @@ impl PaymentRow {
             last_position: extra.last_position,
         })
     }
+}
 
-    fn bucket_key(&self) -> BucketKey {
-        BucketKey {
-            provider: self.provider.clone(),
-            status: self.status.clone(),
-            asset: self.asset.clone(),
-            day: self.created_at.date_naive(),
-        }
-    }
+/// The bucket a folded payment counts in: none before its creation.
+fn bucket_key(p: &Payment) -> Option<BucketKey> {
+    let terms = p.terms.as_ref()?;
+    Some(BucketKey {
+        provider: terms.provider.clone(),
+        status: p.status.as_str(),
+        asset: terms.asset.code(),
+        day: p.created_at?.date_naive(),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct BucketKey {
     provider: String,
-    status: String,
-    asset: String,
+    status: &'static str,
+    asset: &'static str,
     day: NaiveDate,
 }
 
@@ -210,24 +215,24 @@ struct BucketDelta {
 
 impl BucketDelta {
     /// Adds (`sign` = 1) or removes (`sign` = -1) a payment's contribution.
-    fn add(&mut self, r: &PaymentRow, sign: i64) -> Option<()> {
+    fn add(&mut self, p: &Payment, amount: Decimal, sign: i64) -> Option<()> {
         let s = Decimal::from(sign);
         let add = |acc: &mut Decimal, v: Decimal| -> Option<()> {
             *acc = acc.checked_add(v.checked_mul(s)?)?;
             Some(())
         };
         self.payments += sign;
-        add(&mut self.amount, r.amount)?;
-        add(&mut self.deposited, r.deposited)?;
-        add(&mut self.excess, r.excess)?;
-        add(&mut self.held, r.held)?;
-        add(&mut self.released, r.released)?;
-        add(&mut self.refunded, r.refunded)?;
-        add(&mut self.fees, r.fees)?;
-        add(&mut self.aml_fees, r.aml_fees)?;
+        add(&mut self.amount, amount)?;
+        add(&mut self.deposited, p.deposited)?;
+        add(&mut self.excess, p.excess)?;
+        add(&mut self.held, p.held)?;
+        add(&mut self.released, p.released)?;
+        add(&mut self.refunded, p.refunded)?;
+        add(&mut self.fees, p.fees)?;
+        add(&mut self.aml_fees, p.aml_fees)?;
         add(
             &mut self.paid_out,
-            r.paid_out_seller.checked_add(r.paid_out_buyer)?,
+            p.paid_out_seller.checked_add(p.paid_out_buyer)?,
         )?;
         Some(())
     }
@@ -278,34 +283,12 @@ pub(crate) async fn apply(
     for row in &before {
         states.insert(row.payment_id, row.to_state().map_err(&halt)?);
     }
+    let mut buckets = BTreeMap::new();
+    add_to_buckets(&mut buckets, states.values().map(|(p, _)| p), -1)?;
 
     for e in &ours {
         let (payment, extra) = states.entry(e.stream_id).or_default();
-        if e.version != payment.version + 1 {
-            return Err(halt(format!(
-                "payment {} is at version {} but the next event in the feed (position {}) has version {}",
-                e.stream_id, payment.version, e.position, e.version
-            )));
-        }
-        let event =
-            PaymentEvent::decode(&e.event_type, e.schema_version, &e.payload).map_err(|err| {
-                halt(format!(
-                    "event at position {} does not decode: {err}",
-                    e.position
-                ))
-            })?;
-        payment.apply(&event, e.occurred_at);
-        payment.version = e.version;
-        match event {
-            PaymentEvent::EscrowFrozen(_) => extra.disputed_at = Some(e.occurred_at),
-            PaymentEvent::PayoutMade(_) => extra.paid_out_at = Some(e.occurred_at),
-            PaymentEvent::LedgerEntryImported(x) if x.kind == EntryKind::Payout => {
-                extra.paid_out_at = Some(e.occurred_at);
-            }
-            _ => {}
-        }
-        extra.updated_at = Some(e.occurred_at);
-        extra.last_position = e.position;
+        fold(payment, extra, e)?;
     }
 
     let mut after = Vec::with_capacity(ids.len());
@@ -315,28 +298,8 @@ pub(crate) async fn apply(
         }
     }
 
-    let mut buckets: BTreeMap<BucketKey, BucketDelta> = BTreeMap::new();
-    let overflow = || halt("a reconciliation bucket's sum overflows".into());
-    for (rows, sign) in [(&before, -1), (&after, 1)] {
-        for r in rows {
-            buckets
-                .entry(r.bucket_key())
-                .or_default()
-                .add(r, sign)
-                .ok_or_else(overflow)?;
-        }
-    }
-    let deltas: Vec<BucketDelta> = buckets
-        .into_iter()
-        .map(|(k, mut d)| {
-            d.provider = k.provider;
-            d.status = k.status;
-            d.asset = k.asset;
-            d.day = Some(k.day);
-            d
-        })
-        .filter(|d| !d.is_nothing())
-        .collect();
+    add_to_buckets(&mut buckets, states.values().map(|(p, _)| p), 1)?;
+    let deltas = bucket_rows(buckets);
 
     sqlx::query(&format!("DELETE FROM {table} WHERE payment_id = ANY($1)"))
         .bind(&ids)
@@ -345,6 +308,78 @@ pub(crate) async fn apply(
     write::insert_rows(conn, &table, &after).await?;
     write_buckets(conn, side, &deltas).await?;
     Ok(())
+}
+
+/// Folds one event of a payment's stream into its state, checking it comes next.
+fn fold(payment: &mut Payment, extra: &mut Extra, e: &FeedEvent) -> Result<(), ProjectionError> {
+    let halt = |reason: String| ProjectionError::halt(NAME, reason);
+    if e.version != payment.version + 1 {
+        return Err(halt(format!(
+            "payment {} is at version {} but the next event in the feed (position {}) has version {}",
+            e.stream_id, payment.version, e.position, e.version
+        )));
+    }
+    let event =
+        PaymentEvent::decode(&e.event_type, e.schema_version, &e.payload).map_err(|err| {
+            halt(format!(
+                "event at position {} does not decode: {err}",
+                e.position
+            ))
+        })?;
+    payment.apply(&event, e.occurred_at);
+    payment.version = e.version;
+    match event {
+        PaymentEvent::EscrowFrozen(_) => extra.disputed_at = Some(e.occurred_at),
+        PaymentEvent::PayoutMade(_) => extra.paid_out_at = Some(e.occurred_at),
+        PaymentEvent::LedgerEntryImported(x) if x.kind == EntryKind::Payout => {
+            extra.paid_out_at = Some(e.occurred_at);
+        }
+        _ => {}
+    }
+    extra.updated_at = Some(e.occurred_at);
+    extra.last_position = e.position;
+    Ok(())
+}
+
+/// Adds (`sign` = 1) or removes (`sign` = -1) each folded payment's contribution to its
+/// bucket.
+fn add_to_buckets<'a>(
+    buckets: &mut BTreeMap<BucketKey, BucketDelta>,
+    payments: impl IntoIterator<Item = &'a Payment>,
+    sign: i64,
+) -> Result<(), ProjectionError> {
+    for p in payments {
+        let (Some(key), Some(terms)) = (bucket_key(p), p.terms.as_ref()) else {
+            return Err(ProjectionError::halt(
+                NAME,
+                "a payment stream has events but no PaymentCreated before them",
+            ));
+        };
+        let amount = terms.amount;
+        buckets
+            .entry(key)
+            .or_default()
+            .add(p, amount, sign)
+            .ok_or_else(|| {
+                ProjectionError::halt(NAME, "a reconciliation bucket's sum overflows")
+            })?;
+    }
+    Ok(())
+}
+
+/// The bucket changes worth writing, as rows for [`write_buckets`].
+fn bucket_rows(buckets: BTreeMap<BucketKey, BucketDelta>) -> Vec<BucketDelta> {
+    buckets
+        .into_iter()
+        .map(|(k, mut d)| {
+            d.provider = k.provider;
+            k.status.clone_into(&mut d.status);
+            k.asset.clone_into(&mut d.asset);
+            d.day = Some(k.day);
+            d
+        })
+        .filter(|d| !d.is_nothing())
+        .collect()
 }
 
 async fn write_buckets(

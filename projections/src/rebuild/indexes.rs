@@ -85,35 +85,74 @@ pub(super) async fn set_aside(
     Ok(indexes)
 }
 
-/// Builds the indexes [`set_aside`] dropped, one at a time and `CONCURRENTLY`: a plain
-/// `CREATE INDEX` holds a transaction id for the whole build (a second and more over the
-/// balance history), and the feed's watermark is the oldest running transaction, so every
-/// live projector would wait for it. An index a failed build left invalid is built again.
+/// Builds the indexes [`set_aside`] dropped, `CONCURRENTLY`: a plain `CREATE INDEX` holds
+/// a transaction id for the whole build (a second and more over the balance history), and
+/// the feed's watermark is the oldest running transaction, so every live projector would
+/// wait for it. Two tables at a time (one a core); a table's indexes one after the other,
+/// as two concurrent builds on one table deadlock. An index a failed build left invalid is
+/// built again.
 ///
 /// # Errors
 /// A database error.
 pub(super) async fn build(pool: &PgPool, indexes: &[SecondaryIndex]) -> Result<(), sqlx::Error> {
+    let mut by_table: Vec<Vec<SecondaryIndex>> = Vec::new();
     for i in indexes {
-        let valid: Option<bool> = sqlx::query_scalar(
-            "SELECT x.indisvalid FROM pg_class c JOIN pg_index x ON x.indexrelid = c.oid \
-             WHERE c.relnamespace = 'projection'::regnamespace AND c.relname = $1",
-        )
-        .bind(&i.name)
-        .fetch_optional(pool)
-        .await?;
-        match valid {
-            Some(true) => continue,
-            Some(false) => {
-                sqlx::query(&format!("DROP INDEX projection.{}", i.name))
-                    .execute(pool)
-                    .await?;
-            }
-            None => {}
+        match by_table.iter_mut().find(|g| g[0].table() == i.table()) {
+            Some(group) => group.push(i.clone()),
+            None => by_table.push(vec![i.clone()]),
         }
-        let concurrently = i
-            .definition
-            .replacen("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1);
-        sqlx::query(&concurrently).execute(pool).await?;
     }
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(by_table));
+    let mut lanes: tokio::task::JoinSet<Result<(), sqlx::Error>> = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let (pool, queue) = (pool.clone(), queue.clone());
+        lanes.spawn(async move {
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop());
+                let Some(group) = next else { return Ok(()) };
+                for i in &group {
+                    build_one(&pool, i).await?;
+                }
+            }
+        });
+    }
+    while let Some(done) = lanes.join_next().await {
+        done.map_err(|e| sqlx::Error::Protocol(format!("an index build task failed: {e}")))??;
+    }
+    Ok(())
+}
+
+impl SecondaryIndex {
+    /// The table it indexes, as its definition names it (`... ON projection.t USING ...`).
+    fn table(&self) -> &str {
+        self.definition
+            .split(" ON ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or("")
+    }
+}
+
+async fn build_one(pool: &PgPool, i: &SecondaryIndex) -> Result<(), sqlx::Error> {
+    let valid: Option<bool> = sqlx::query_scalar(
+        "SELECT x.indisvalid FROM pg_class c JOIN pg_index x ON x.indexrelid = c.oid \
+         WHERE c.relnamespace = 'projection'::regnamespace AND c.relname = $1",
+    )
+    .bind(&i.name)
+    .fetch_optional(pool)
+    .await?;
+    match valid {
+        Some(true) => return Ok(()),
+        Some(false) => {
+            sqlx::query(&format!("DROP INDEX projection.{}", i.name))
+                .execute(pool)
+                .await?;
+        }
+        None => {}
+    }
+    let concurrently = i
+        .definition
+        .replacen("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1);
+    sqlx::query(&concurrently).execute(pool).await?;
     Ok(())
 }

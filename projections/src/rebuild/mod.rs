@@ -11,18 +11,18 @@
 //! [`connect`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger::FeedPosition;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Acquire, Executor, PgConnection, PgPool};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
+mod fill;
 mod indexes;
 
 use crate::checks::check;
-use crate::feed::{read_batch, FeedEvent};
+use crate::feed::read_batch;
 use crate::state::{self, Side};
 use crate::{Projection, ProjectionError};
 
@@ -39,6 +39,9 @@ pub struct RebuildSettings {
     pub lock_timeout: Duration,
     /// How many times the swap is tried.
     pub swap_attempts: u32,
+    /// While filling, how many payments and how many accounts may be held in memory
+    /// between batches (see `fill`): more is fewer writes, less is less memory.
+    pub cached: usize,
 }
 
 impl Default for RebuildSettings {
@@ -47,6 +50,7 @@ impl Default for RebuildSettings {
             batch_size: 10_000,
             lock_timeout: Duration::from_millis(500),
             swap_attempts: 120,
+            cached: 50_000,
         }
     }
 }
@@ -186,9 +190,18 @@ async fn rebuild_locked(
         });
     }
 
-    fill(pool, &mut targets, settings.batch_size, progress).await?;
-    indexes::build(pool, &aside).await?;
-    // The projectors' checks are independent scans: run them side by side.
+    let mut clock = Instant::now();
+    fill::fill(
+        pool,
+        &mut targets,
+        settings.batch_size,
+        Some(settings.cached),
+        progress,
+    )
+    .await?;
+    lap(&mut clock, "filled");
+    // The checks scan whole tables and need no secondary index: they run beside the
+    // index builds, whose waits leave a core idle.
     let mut running = JoinSet::new();
     for t in &targets {
         let (pool, projection, side, checkpoint) =
@@ -198,6 +211,8 @@ async fn rebuild_locked(
             (projection, outcome)
         });
     }
+    indexes::build(pool, &aside).await?;
+    lap(&mut clock, "secondary indexes built");
     let mut checks = BTreeMap::new();
     while let Some(done) = running.join_next().await {
         let (projection, outcome) = joined(done)?;
@@ -210,6 +225,7 @@ async fn rebuild_locked(
         }
         checks.insert(projection, passed);
     }
+    lap(&mut clock, "checked");
 
     let mut reports = Vec::new();
     for t in &mut targets {
@@ -228,6 +244,13 @@ async fn rebuild_locked(
         });
     }
     Ok(reports)
+}
+
+/// Logs how long a phase took, for whoever tunes a rebuild.
+fn lap(clock: &mut Instant, phase: &str) {
+    let ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(ms, "rebuild {phase}");
+    *clock = Instant::now();
 }
 
 async fn truncate(
@@ -254,104 +277,9 @@ async fn set_lock_timeout(conn: &mut PgConnection, t: Duration) -> Result<(), sq
     Ok(())
 }
 
-/// Fills every target from its checkpoint up to the readable head, each batch in one
-/// short transaction per target. Targets share each read of the feed; the next batch is
-/// read while the targets apply this one, each on a connection of its own, so the reading
-/// and the projectors' statements run on both cores instead of one after the other.
-async fn fill(
-    pool: &PgPool,
-    targets: &mut [Target],
-    batch_size: i64,
-    progress: &mut impl FnMut(Progress),
-) -> Result<(), RebuildError> {
-    let mut read = 0_u64;
-    let mut analyze_at = u64::try_from(batch_size).unwrap_or(0) * 2;
-    let Some(from) = targets.iter().map(|t| t.checkpoint).min() else {
-        return Ok(());
-    };
-    let mut pending = spawn_read(pool, from, batch_size);
-    loop {
-        let events = Arc::new(joined(pending.await)??);
-        let Some(last) = events.last().map(FeedEvent::feed_position) else {
-            return Ok(());
-        };
-        pending = spawn_read(pool, last, batch_size);
-        let mut applies = JoinSet::new();
-        for (i, t) in targets.iter().enumerate() {
-            let skip = events.len() - after(&events, t.checkpoint).len();
-            if skip == events.len() {
-                continue;
-            }
-            let (pool, events, projection, side) =
-                (pool.clone(), events.clone(), t.projection, t.side);
-            applies.spawn(async move {
-                let mut tx = pool.begin().await?;
-                projection.apply(&mut tx, side, &events[skip..]).await?;
-                tx.commit().await?;
-                Ok::<_, RebuildError>((i, events.len() - skip))
-            });
-        }
-        while let Some(done) = applies.join_next().await {
-            let (i, count) = joined(done)??;
-            if let Some(t) = targets.get_mut(i) {
-                t.events += count as u64;
-                t.checkpoint = last;
-            }
-        }
-        read += events.len() as u64;
-        if read >= analyze_at {
-            analyze(pool, targets).await?;
-            analyze_at = read * 4;
-        }
-        progress(Progress {
-            events: read,
-            position: last.position,
-        });
-    }
-}
-
-/// Reads the batch after `from` in a task of its own.
-fn spawn_read(
-    pool: &PgPool,
-    from: FeedPosition,
-    batch_size: i64,
-) -> JoinHandle<Result<Vec<FeedEvent>, sqlx::Error>> {
-    let pool = pool.clone();
-    tokio::spawn(async move { read_batch(&pool, from, batch_size).await })
-}
-
 /// A task's result, or the rebuild's error when the task panicked or was cancelled.
 fn joined<T>(r: Result<T, tokio::task::JoinError>) -> Result<T, RebuildError> {
     r.map_err(|e| RebuildError::TaskFailed(e.to_string()))
-}
-
-/// Gathers statistics of the tables being filled. They grow from empty, and without
-/// statistics (autovacuum comes later, or never where it is off) the planner keeps plans
-/// made for empty tables and assumes a key selects a fixed share of rows: each batch's
-/// lookups then scan whole tables, ever longer. Run after the first batches and then each
-/// time the tables quadrupled, so it costs little; each table is analyzed in a transaction
-/// of its own, briefly.
-async fn analyze(pool: &PgPool, targets: &[Target]) -> Result<(), sqlx::Error> {
-    let tables: Vec<String> = targets
-        .iter()
-        .flat_map(|t| {
-            t.projection
-                .tables()
-                .iter()
-                .map(move |base| Projection::table(base, t.side))
-        })
-        .collect();
-    if !tables.is_empty() {
-        pool.execute(format!("ANALYZE {}", tables.join(", ")).as_str())
-            .await?;
-    }
-    Ok(())
-}
-
-/// The events of a batch after `checkpoint`.
-fn after(events: &[FeedEvent], checkpoint: FeedPosition) -> &[FeedEvent] {
-    let skip = events.partition_point(|e| e.feed_position() <= checkpoint);
-    &events[skip..]
 }
 
 /// Catches up, then swaps the target in: in one transaction holding the projector's
@@ -364,10 +292,11 @@ async fn swap(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        fill(
+        fill::fill(
             pool,
             std::slice::from_mut(t),
             settings.batch_size,
+            None,
             &mut |_| {},
         )
         .await?;
