@@ -21,7 +21,7 @@ use crate::feed::FeedEvent;
 use crate::{Projection, ProjectionError, Side};
 
 /// Rows written per statement when the cache is written out.
-const CHUNK: usize = 10_000;
+const CHUNK: usize = 5_000;
 
 /// An account and asset.
 type Key = (String, String);
@@ -206,7 +206,7 @@ impl Fill {
         Ok(())
     }
 
-    /// Writes out and drops the accounts moved least recently, down to three quarters of
+    /// Writes out and drops the accounts moved least recently, down to seven eighths of
     /// the capacity.
     async fn spill(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         let mut by_age: Vec<(i64, &Key)> = self
@@ -215,7 +215,9 @@ impl Fill {
             .map(|(k, b)| (b.last_position, k))
             .collect();
         by_age.sort_unstable();
-        let keep = self.capacity / 4 * 3;
+        // An eighth at a time keeps the batch's transaction short: the live projectors'
+        // watermark waits for it.
+        let keep = self.capacity - self.capacity / 8;
         let out: Vec<Key> = by_age
             .iter()
             .take(self.accounts.len().saturating_sub(keep))

@@ -39,7 +39,9 @@ struct Cached {
 pub(crate) struct Fill {
     side: Side,
     capacity: usize,
-    cached: HashMap<Uuid, Cached>,
+    /// Boxed: a folded payment is a few hundred bytes, and the map's table keeps room for
+    /// more entries than it holds.
+    cached: HashMap<Uuid, Box<Cached>>,
     buckets: BTreeMap<BucketKey, BucketDelta>,
     /// Some payment was written out: a payment missing from the cache may be in the table.
     spilled: bool,
@@ -87,10 +89,12 @@ impl Fill {
             -1,
         )?;
         for e in &ours {
-            let c = self.cached.entry(e.stream_id).or_insert_with(|| Cached {
-                payment: Payment::default(),
-                extra: Extra::default(),
-                stored: false,
+            let c = self.cached.entry(e.stream_id).or_insert_with(|| {
+                Box::new(Cached {
+                    payment: Payment::default(),
+                    extra: Extra::default(),
+                    stored: false,
+                })
             });
             fold(&mut c.payment, &mut c.extra, e)?;
         }
@@ -133,17 +137,17 @@ impl Fill {
             let (payment, extra) = row.to_state().map_err(|r| ProjectionError::halt(NAME, r))?;
             self.cached.insert(
                 row.payment_id,
-                Cached {
+                Box::new(Cached {
                     payment,
                     extra,
                     stored: true,
-                },
+                }),
             );
         }
         Ok(())
     }
 
-    /// Writes out and drops the least recently touched payments, down to three quarters
+    /// Writes out and drops the least recently touched payments, down to seven eighths
     /// of the capacity.
     async fn spill(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         let mut by_age: Vec<(i64, Uuid)> = self
@@ -152,13 +156,15 @@ impl Fill {
             .map(|(id, c)| (c.extra.last_position, *id))
             .collect();
         by_age.sort_unstable();
-        let keep = self.capacity / 4 * 3;
+        // An eighth at a time keeps the batch's transaction short: the live projectors'
+        // watermark waits for it.
+        let keep = self.capacity - self.capacity / 8;
         let out: HashSet<Uuid> = by_age
             .iter()
             .take(self.cached.len().saturating_sub(keep))
             .map(|(_, id)| *id)
             .collect();
-        let leaving: Vec<(Uuid, Cached)> = out
+        let leaving: Vec<(Uuid, Box<Cached>)> = out
             .iter()
             .filter_map(|id| self.cached.remove_entry(id))
             .collect();
@@ -172,7 +178,7 @@ impl Fill {
     /// # Errors
     /// [`ProjectionError::Halted`] for a state without terms, or a database error.
     pub(crate) async fn finish(self, pool: &PgPool) -> Result<(), ProjectionError> {
-        let all: Vec<(Uuid, Cached)> = self.cached.into_iter().collect();
+        let all: Vec<(Uuid, Box<Cached>)> = self.cached.into_iter().collect();
         for chunk in all.chunks(CHUNK) {
             let mut tx = pool.begin().await?;
             write_out(&mut tx, self.side, chunk).await?;
@@ -192,7 +198,7 @@ impl Fill {
 async fn write_out(
     conn: &mut PgConnection,
     side: Side,
-    payments: &[(Uuid, Cached)],
+    payments: &[(Uuid, Box<Cached>)],
 ) -> Result<(), ProjectionError> {
     let table = Projection::table("payments", side);
     let stored: Vec<Uuid> = payments
