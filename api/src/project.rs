@@ -113,7 +113,7 @@ pub async fn run_rebuild(
         }
     };
     let options = db::resolve(url, data_dir).await?;
-    let pool = projections::rebuild::connect(options, 8)
+    let pool = projections::rebuild::connect(options, 10)
         .await
         .map_err(|e| anyhow::anyhow!("cannot act as {}: {e}", projections::rebuild::OWNER_ROLE))?;
     let names: Vec<&str> = chosen.iter().map(|p| p.name()).collect();

@@ -237,6 +237,28 @@ impl BucketDelta {
         Some(())
     }
 
+    /// Writes every sum with at least `scale` decimals (the asset's), so that a bucket's
+    /// figures print the same whichever batches built them: numeric addition keeps the
+    /// larger scale, and a bucket's history of additions and removals depends on where
+    /// batches began. Never rounds: a sum already finer is left as it is.
+    fn pad_to(&mut self, scale: u32) {
+        for v in [
+            &mut self.amount,
+            &mut self.deposited,
+            &mut self.excess,
+            &mut self.held,
+            &mut self.released,
+            &mut self.refunded,
+            &mut self.fees,
+            &mut self.aml_fees,
+            &mut self.paid_out,
+        ] {
+            if v.scale() < scale {
+                v.rescale(scale);
+            }
+        }
+    }
+
     fn is_nothing(&self) -> bool {
         self.payments == 0
             && [
@@ -328,6 +350,17 @@ fn fold(payment: &mut Payment, extra: &mut Extra, e: &FeedEvent) -> Result<(), P
         })?;
     payment.apply(&event, e.occurred_at);
     payment.version = e.version;
+    if let Some(terms) = payment
+        .terms
+        .as_ref()
+        .filter(|t| t.payment_id != e.stream_id)
+    {
+        // Its row is keyed by the terms' id: the stream's next event would not find it.
+        return Err(halt(format!(
+            "payment stream {} was created with payment_id {} (position {})",
+            e.stream_id, terms.payment_id, e.position
+        )));
+    }
     match event {
         PaymentEvent::EscrowFrozen(_) => extra.disputed_at = Some(e.occurred_at),
         PaymentEvent::PayoutMade(_) => extra.paid_out_at = Some(e.occurred_at),
@@ -376,6 +409,9 @@ fn bucket_rows(buckets: BTreeMap<BucketKey, BucketDelta>) -> Vec<BucketDelta> {
             k.status.clone_into(&mut d.status);
             k.asset.clone_into(&mut d.asset);
             d.day = Some(k.day);
+            if let Ok(asset) = k.asset.parse::<Asset>() {
+                d.pad_to(asset.scale());
+            }
             d
         })
         .filter(|d| !d.is_nothing())

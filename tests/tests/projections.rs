@@ -607,8 +607,10 @@ async fn difference(pool: &PgPool, a: &str, b: &str) -> i64 {
     scalar_i64(
         pool,
         &format!(
-            "SELECT (SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}) x) \
-                  + (SELECT count(*) FROM (SELECT * FROM {b} EXCEPT ALL SELECT * FROM {a}) y)"
+            // Rows compared as PostgreSQL prints them: `0.00` and `0` are equal numerics
+            // but not the same figure on a finance report.
+            "SELECT (SELECT count(*) FROM (SELECT r::text FROM {a} r EXCEPT ALL SELECT r::text FROM {b} r) x) \
+                  + (SELECT count(*) FROM (SELECT r::text FROM {b} r EXCEPT ALL SELECT r::text FROM {a} r) y)"
         ),
     )
     .await

@@ -255,7 +255,7 @@ async fn bring_up_to_date(options: &PgConnectOptions, service: &PgPool) -> anyho
         .max()
         .unwrap_or(0);
     if behind > 10_000 {
-        let owner = projections::rebuild::connect(options.clone(), 8).await?;
+        let owner = projections::rebuild::connect(options.clone(), 10).await?;
         projections::rebuild(
             &owner,
             &Projection::ALL,
@@ -341,7 +341,7 @@ async fn rebuild_under_load(
         stopped,
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let owner = projections::rebuild::connect(options.clone(), 8).await?;
+    let owner = projections::rebuild::connect(options.clone(), 10).await?;
     say(&format!(
         "rebuilding payments, balances, disputes over {total} events, \
          a live projector following 4 appends/s meanwhile"

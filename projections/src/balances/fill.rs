@@ -51,7 +51,8 @@ struct Posting {
     leg: i16,
     account: String,
     asset: String,
-    amount: Decimal,
+    /// As PostgreSQL prints it: numeric's scale is part of the value finance reads.
+    amount: String,
     occurred_at: DateTime<Utc>,
 }
 
@@ -96,7 +97,7 @@ impl Fill {
         let ordinals: Vec<i32> = (0..).take(events.len()).collect();
         let occurred: Vec<_> = events.iter().map(|e| e.occurred_at).collect();
         let postings: Vec<Posting> = sqlx::query_as(
-            "SELECT p.position, p.leg, p.account, p.asset, p.amount, ev.occurred_at \
+            "SELECT p.position, p.leg, p.account, p.asset, p.amount::text AS amount, ev.occurred_at \
              FROM unnest($1::int8[], $2::int4[], $3::timestamptz[]) AS ev(position, ord, occurred_at) \
              JOIN postings p ON p.position = ev.position \
              ORDER BY ev.ord, p.leg",
@@ -113,6 +114,7 @@ impl Fill {
         let overflow = || ProjectionError::halt(NAME, "a balance or a total overflows");
         let mut after = Vec::with_capacity(postings.len());
         for p in &postings {
+            let amount = exact(&p.amount)?;
             let b = self
                 .accounts
                 .entry((p.account.clone(), p.asset.clone()))
@@ -122,18 +124,18 @@ impl Fill {
                     last_position: p.position,
                     last_occurred_at: p.occurred_at,
                 });
-            b.amount = b.amount.checked_add(p.amount).ok_or_else(overflow)?;
+            b.amount = add(b.amount, amount).ok_or_else(overflow)?;
             b.postings += 1;
             b.last_position = p.position;
             b.last_occurred_at = b.last_occurred_at.max(p.occurred_at);
-            after.push(b.amount);
+            after.push(b.amount.to_string());
 
             let t = self.trial.entry(p.asset.clone()).or_default();
-            t.total = t.total.checked_add(p.amount).ok_or_else(overflow)?;
-            if p.amount.is_sign_positive() {
-                t.inflows = t.inflows.checked_add(p.amount).ok_or_else(overflow)?;
+            t.total = add(t.total, amount).ok_or_else(overflow)?;
+            if amount.is_sign_positive() {
+                t.inflows = add(t.inflows, amount).ok_or_else(overflow)?;
             } else {
-                t.outflows = t.outflows.checked_sub(p.amount).ok_or_else(overflow)?;
+                t.outflows = add(t.outflows, -amount).ok_or_else(overflow)?;
             }
             t.postings += 1;
         }
@@ -182,9 +184,9 @@ impl Fill {
         }
         let (accounts, assets): (Vec<&str>, Vec<&str>) = missing.into_iter().unzip();
         let table = Projection::table("account_balances", self.side);
-        let rows: Vec<(String, String, Decimal, i64, i64, DateTime<Utc>)> =
+        let rows: Vec<(String, String, String, i64, i64, DateTime<Utc>)> =
             sqlx::query_as(&format!(
-            "SELECT b.account, b.asset, b.balance, b.postings, b.last_position, b.last_occurred_at \
+            "SELECT b.account, b.asset, b.balance::text, b.postings, b.last_position, b.last_occurred_at \
              FROM unnest($1::text[], $2::text[]) AS k(account, asset) \
              JOIN {table} b ON b.account = k.account AND b.asset = k.asset"
         ))
@@ -196,7 +198,7 @@ impl Fill {
             self.accounts.insert(
                 (account, asset),
                 Balance {
-                    amount: balance,
+                    amount: exact(&balance)?,
                     postings,
                     last_position,
                     last_occurred_at,
@@ -248,15 +250,15 @@ impl Fill {
         for (asset, t) in &self.trial {
             sqlx::query(&format!(
                 "INSERT INTO {table} (asset, total, inflows, outflows, postings) \
-                 VALUES ($1, $2, $3, $4, $5) \
+                 VALUES ($1, $2::numeric, $3::numeric, $4::numeric, $5) \
                  ON CONFLICT (asset) DO UPDATE SET total = excluded.total, \
                      inflows = excluded.inflows, outflows = excluded.outflows, \
                      postings = excluded.postings"
             ))
             .bind(asset)
-            .bind(t.total)
-            .bind(t.inflows)
-            .bind(t.outflows)
+            .bind(t.total.to_string())
+            .bind(t.inflows.to_string())
+            .bind(t.outflows.to_string())
             .bind(t.postings)
             .execute(&mut *tx)
             .await?;
@@ -266,12 +268,37 @@ impl Fill {
     }
 }
 
+/// `a + b` at the larger of their scales, as PostgreSQL's numeric addition keeps it
+/// (`0.0 + 200` is `200.0`; rust_decimal returns `200` when one side is zero). Money is
+/// written as text for the same reason: the driver writes every zero without decimals.
+fn add(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let scale = a.scale().max(b.scale());
+    let mut sum = a.checked_add(b)?;
+    if sum.scale() < scale {
+        sum.rescale(scale);
+        if sum.scale() != scale {
+            return None;
+        }
+    }
+    Some(sum)
+}
+
+/// A numeric as PostgreSQL printed it, exactly.
+fn exact(text: &str) -> Result<Decimal, ProjectionError> {
+    Decimal::from_str_exact(text).map_err(|e| {
+        ProjectionError::halt(
+            NAME,
+            format!("an amount of {text} does not fit a Decimal: {e}"),
+        )
+    })
+}
+
 /// Inserts the history rows of `postings`, each with its account's balance after it.
 async fn insert_history(
     conn: &mut PgConnection,
     side: Side,
     postings: &[Posting],
-    after: &[Decimal],
+    after: &[String],
 ) -> Result<(), ProjectionError> {
     if postings.is_empty() {
         return Ok(());
@@ -279,15 +306,15 @@ async fn insert_history(
     let col = |f: fn(&Posting) -> String| postings.iter().map(f).collect::<Vec<_>>();
     sqlx::query(&format!(
         "INSERT INTO {} (position, leg, account, asset, amount, balance_after, occurred_at) \
-         SELECT * FROM unnest($1::int8[], $2::int2[], $3::text[], $4::text[], $5::numeric[], \
-             $6::numeric[], $7::timestamptz[])",
+         SELECT * FROM unnest($1::int8[], $2::int2[], $3::text[], $4::text[], \
+             $5::text[]::numeric[], $6::text[]::numeric[], $7::timestamptz[])",
         Projection::table("balance_history", side)
     ))
     .bind(postings.iter().map(|p| p.position).collect::<Vec<_>>())
     .bind(postings.iter().map(|p| p.leg).collect::<Vec<_>>())
     .bind(col(|p| p.account.clone()))
     .bind(col(|p| p.asset.clone()))
-    .bind(postings.iter().map(|p| p.amount).collect::<Vec<_>>())
+    .bind(col(|p| p.amount.clone()))
     .bind(after)
     .bind(postings.iter().map(|p| p.occurred_at).collect::<Vec<_>>())
     .execute(conn)
@@ -306,7 +333,7 @@ async fn upsert_balances(
     }
     sqlx::query(&format!(
         "INSERT INTO {} AS b (account, asset, balance, postings, last_position, last_occurred_at) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::int8[], $5::int8[], \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[]::numeric[], $4::int8[], $5::int8[], \
              $6::timestamptz[]) \
          ON CONFLICT (account, asset) DO UPDATE SET balance = excluded.balance, \
              postings = excluded.postings, last_position = excluded.last_position, \
@@ -323,7 +350,7 @@ async fn upsert_balances(
             .map(|((_, s), _)| s.as_str())
             .collect::<Vec<_>>(),
     )
-    .bind(rows.iter().map(|(_, b)| b.amount).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, b)| b.amount.to_string()).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, b)| b.postings).collect::<Vec<_>>())
     .bind(
         rows.iter()
@@ -338,4 +365,27 @@ async fn upsert_balances(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str_exact(s).unwrap()
+    }
+
+    #[test]
+    fn sums_keep_the_larger_scale_as_postgres_does() {
+        assert_eq!(add(d("0.0"), d("200")).unwrap().to_string(), "200.0");
+        assert_eq!(add(d("100.5"), d("-100.5")).unwrap().to_string(), "0.0");
+        assert_eq!(add(Decimal::ZERO, d("1.25")).unwrap().to_string(), "1.25");
+        assert_eq!(add(d("0.00"), d("0.0")).unwrap().to_string(), "0.00");
+    }
+
+    #[test]
+    fn an_amount_beyond_a_decimal_halts_instead_of_rounding() {
+        assert_eq!(exact("12.50").unwrap().to_string(), "12.50");
+        assert!(exact("1.00000000000000000000000000001").is_err());
+    }
 }

@@ -112,7 +112,8 @@ impl From<sqlx::Error> for RebuildError {
 
 /// A pool acting as the owner role, for rebuilds. A rebuild of all projectors holds one
 /// connection for its locks and uses up to four more while filling (the next batch's read
-/// and three applies) and six while checking: give it eight.
+/// and three applies), and at the end six for the checks beside two for the index builds:
+/// give it ten.
 ///
 /// # Errors
 /// The database is unreachable, or the connecting user may not act as the owner.
