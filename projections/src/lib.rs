@@ -15,6 +15,7 @@
 //!   checks it against the postings rows and repoints the views in one short transaction.
 
 mod balances;
+mod bounded;
 mod checks;
 mod disputes;
 mod error;

@@ -283,18 +283,12 @@ pub(crate) async fn apply(
     side: Side,
     events: &[FeedEvent],
 ) -> Result<(), ProjectionError> {
-    let ours: Vec<&FeedEvent> = events
-        .iter()
-        .filter(|e| e.stream_type == STREAM_TYPE)
-        .collect();
+    let (ours, ids) = payment_events(events);
     if ours.is_empty() {
         return Ok(());
     }
     let halt = |reason: String| ProjectionError::halt(NAME, reason);
     let table = Projection::table("payments", side);
-    let mut ids: Vec<Uuid> = ours.iter().map(|e| e.stream_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
 
     let before: Vec<PaymentRow> =
         sqlx::query_as(&format!("SELECT * FROM {table} WHERE payment_id = ANY($1)"))
@@ -330,6 +324,18 @@ pub(crate) async fn apply(
     write::insert_rows(conn, &table, &after).await?;
     write_buckets(conn, side, &deltas).await?;
     Ok(())
+}
+
+/// A batch's payment events, in feed order, and their streams (sorted, once each).
+fn payment_events(events: &[FeedEvent]) -> (Vec<&FeedEvent>, Vec<Uuid>) {
+    let ours: Vec<&FeedEvent> = events
+        .iter()
+        .filter(|e| e.stream_type == STREAM_TYPE)
+        .collect();
+    let mut ids: Vec<Uuid> = ours.iter().map(|e| e.stream_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    (ours, ids)
 }
 
 /// Folds one event of a payment's stream into its state, checking it comes next.

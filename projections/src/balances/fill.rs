@@ -18,7 +18,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::NAME;
 use crate::feed::FeedEvent;
-use crate::{Projection, ProjectionError, Side};
+use crate::{bounded, Projection, ProjectionError, Side};
 
 /// Rows written per statement when the cache is written out.
 const CHUNK: usize = 5_000;
@@ -208,27 +208,10 @@ impl Fill {
         Ok(())
     }
 
-    /// Writes out and drops the accounts moved least recently, down to seven eighths of
-    /// the capacity.
+    /// Writes out and drops the accounts moved least recently, past the capacity.
     async fn spill(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        let mut by_age: Vec<(i64, &Key)> = self
-            .accounts
-            .iter()
-            .map(|(k, b)| (b.last_position, k))
-            .collect();
-        by_age.sort_unstable();
-        // An eighth at a time keeps the batch's transaction short: the live projectors'
-        // watermark waits for it.
-        let keep = self.capacity - self.capacity / 8;
-        let out: Vec<Key> = by_age
-            .iter()
-            .take(self.accounts.len().saturating_sub(keep))
-            .map(|(_, k)| (*k).clone())
-            .collect();
-        let leaving: Vec<(Key, Balance)> = out
-            .iter()
-            .filter_map(|k| self.accounts.remove_entry(k))
-            .collect();
+        let leaving =
+            bounded::take_least_recent(&mut self.accounts, self.capacity, |b| b.last_position);
         self.spilled = true;
         upsert_balances(conn, self.side, &leaving).await
     }
@@ -283,7 +266,9 @@ fn add(a: Decimal, b: Decimal) -> Option<Decimal> {
     Some(sum)
 }
 
-/// A numeric as PostgreSQL printed it, exactly.
+/// A numeric as PostgreSQL printed it, exactly, decimals and all: `3.308000` stays
+/// `3.308000` (not `ledger::money::parse_decimal_exact`, which reads values and drops
+/// trailing zeros). Text too long for a `Decimal` is refused, never rounded.
 fn exact(text: &str) -> Result<Decimal, ProjectionError> {
     Decimal::from_str_exact(text).map_err(|e| {
         ProjectionError::halt(
@@ -386,6 +371,7 @@ mod tests {
     #[test]
     fn an_amount_beyond_a_decimal_halts_instead_of_rounding() {
         assert_eq!(exact("12.50").unwrap().to_string(), "12.50");
+        assert_eq!(exact("3.308000").unwrap().to_string(), "3.308000");
         assert!(exact("1.00000000000000000000000000001").is_err());
     }
 }

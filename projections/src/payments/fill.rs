@@ -9,18 +9,18 @@
 //! Only for a side that starts empty and that no one reads until [`Fill::finish`] has run:
 //! between batches the table lags the cache.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use ledger::payment::{Payment, STREAM_TYPE};
+use ledger::payment::Payment;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    add_to_buckets, bucket_rows, fold, write, write_buckets, BucketDelta, BucketKey, Extra,
-    PaymentRow, NAME,
+    add_to_buckets, bucket_rows, fold, payment_events, write, write_buckets, BucketDelta,
+    BucketKey, Extra, PaymentRow, NAME,
 };
 use crate::feed::FeedEvent;
-use crate::{Projection, ProjectionError, Side};
+use crate::{bounded, Projection, ProjectionError, Side};
 
 /// Rows written per statement when the cache is written out.
 const CHUNK: usize = 5_000;
@@ -69,25 +69,12 @@ impl Fill {
         conn: &mut PgConnection,
         events: &[FeedEvent],
     ) -> Result<(), ProjectionError> {
-        let ours: Vec<&FeedEvent> = events
-            .iter()
-            .filter(|e| e.stream_type == STREAM_TYPE)
-            .collect();
-        let mut touched: Vec<Uuid> = ours.iter().map(|e| e.stream_id).collect();
-        touched.sort_unstable();
-        touched.dedup();
+        let (ours, touched) = payment_events(events);
         if self.spilled {
             self.read_back(conn, &touched).await?;
         }
 
-        add_to_buckets(
-            &mut self.buckets,
-            touched
-                .iter()
-                .filter_map(|id| self.cached.get(id))
-                .map(|c| &c.payment),
-            -1,
-        )?;
+        add_to_buckets(&mut self.buckets, held(&self.cached, &touched), -1)?;
         for e in &ours {
             let c = self.cached.entry(e.stream_id).or_insert_with(|| {
                 Box::new(Cached {
@@ -98,14 +85,7 @@ impl Fill {
             });
             fold(&mut c.payment, &mut c.extra, e)?;
         }
-        add_to_buckets(
-            &mut self.buckets,
-            touched
-                .iter()
-                .filter_map(|id| self.cached.get(id))
-                .map(|c| &c.payment),
-            1,
-        )?;
+        add_to_buckets(&mut self.buckets, held(&self.cached, &touched), 1)?;
 
         if self.cached.len() > self.capacity {
             self.spill(conn).await?;
@@ -147,27 +127,10 @@ impl Fill {
         Ok(())
     }
 
-    /// Writes out and drops the least recently touched payments, down to seven eighths
-    /// of the capacity.
+    /// Writes out and drops the payments touched least recently, past the capacity.
     async fn spill(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        let mut by_age: Vec<(i64, Uuid)> = self
-            .cached
-            .iter()
-            .map(|(id, c)| (c.extra.last_position, *id))
-            .collect();
-        by_age.sort_unstable();
-        // An eighth at a time keeps the batch's transaction short: the live projectors'
-        // watermark waits for it.
-        let keep = self.capacity - self.capacity / 8;
-        let out: HashSet<Uuid> = by_age
-            .iter()
-            .take(self.cached.len().saturating_sub(keep))
-            .map(|(_, id)| *id)
-            .collect();
-        let leaving: Vec<(Uuid, Box<Cached>)> = out
-            .iter()
-            .filter_map(|id| self.cached.remove_entry(id))
-            .collect();
+        let leaving =
+            bounded::take_least_recent(&mut self.cached, self.capacity, |c| c.extra.last_position);
         self.spilled = true;
         write_out(conn, self.side, &leaving).await
     }
@@ -192,6 +155,16 @@ impl Fill {
         }
         Ok(())
     }
+}
+
+/// The folded states of those of `ids` held in memory.
+fn held<'a>(
+    cached: &'a HashMap<Uuid, Box<Cached>>,
+    ids: &'a [Uuid],
+) -> impl Iterator<Item = &'a Payment> + 'a {
+    ids.iter()
+        .filter_map(|id| cached.get(id))
+        .map(|c| &c.payment)
 }
 
 /// Replaces the rows of `payments` in the side's table.
