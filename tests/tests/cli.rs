@@ -100,3 +100,61 @@ fn stop_cluster(dir: &std::path::Path) {
         .unwrap();
     assert!(status.success());
 }
+
+/// The quick start on a fresh database: a day played over HTTP, the trial balance and the
+/// reconciliation report printed, the tokens and URLs to explore with.
+#[tokio::test]
+async fn demo_plays_a_day_and_prints_what_to_look_at() {
+    let db = TestDb::new().await;
+    let out = run_binary(
+        &[
+            "demo",
+            "--no-serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--payments",
+            "40",
+        ],
+        &[("DATABASE_URL", db.url.as_str())],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for part in [
+        "TRIAL BALANCE",
+        "balanced: true",
+        "RECONCILIATION",
+        "EXPLORE",
+        "/v1/reconciliation/buckets",
+    ] {
+        assert!(stdout.contains(part), "no {part:?} in:\n{stdout}");
+    }
+    let scalar = |sql: &'static str| {
+        let admin = db.admin.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&admin)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(scalar("SELECT count(*) FROM finance.payments").await, 40);
+    assert_eq!(
+        scalar("SELECT count(*) FROM finance.trial_balance WHERE total <> 0").await,
+        0
+    );
+    assert!(scalar("SELECT count(*) FROM finance.trial_balance").await > 0);
+    assert!(
+        scalar(
+            "SELECT count(*) FROM events WHERE event_type = 'DisputeResolved' \
+             AND payload->>'outcome' = 'split'"
+        )
+        .await
+            > 0
+    );
+    assert!(scalar("SELECT count(*) FROM finance.dispute_evidence").await > 0);
+    db.drop_db().await;
+}
