@@ -101,20 +101,14 @@ fn stop_cluster(dir: &std::path::Path) {
     assert!(status.success());
 }
 
-/// The quick start on a fresh database: a day played over HTTP, the trial balance and the
+/// The quick start as the README gives it, on a fresh database: a day of 300 payments
+/// played over HTTP, the trial balance and the
 /// reconciliation report printed, the tokens and URLs to explore with.
 #[tokio::test]
 async fn demo_plays_a_day_and_prints_what_to_look_at() {
     let db = TestDb::new().await;
     let out = run_binary(
-        &[
-            "demo",
-            "--no-serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--payments",
-            "40",
-        ],
+        &["demo", "--no-serve", "--bind", "127.0.0.1:0"],
         &[("DATABASE_URL", db.url.as_str())],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -141,7 +135,7 @@ async fn demo_plays_a_day_and_prints_what_to_look_at() {
                 .unwrap()
         }
     };
-    assert_eq!(scalar("SELECT count(*) FROM finance.payments").await, 40);
+    assert_eq!(scalar("SELECT count(*) FROM finance.payments").await, 300);
     assert_eq!(
         scalar("SELECT count(*) FROM finance.trial_balance WHERE total <> 0").await,
         0
