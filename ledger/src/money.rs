@@ -189,6 +189,28 @@ pub fn parse_positive_amount(asset: Asset, text: &str) -> Result<Decimal, MoneyE
     Ok(value)
 }
 
+/// `a + b` exactly, or `None` when the sum does not fit `Decimal` without rounding.
+///
+/// `Decimal`'s `+` panics past its 96-bit mantissa, and `checked_add` silently drops
+/// fractional digits when the integer part grows into them (a sum keeps the larger scale
+/// of its operands unless it had to round): money is refused rather than rounded.
+pub fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
+    a.checked_add(b)
+        .filter(|sum| sum.scale() >= a.scale().max(b.scale()))
+}
+
+/// `a - b` exactly, or `None` (see [`exact_add`]).
+pub fn exact_sub(a: Decimal, b: Decimal) -> Option<Decimal> {
+    a.checked_sub(b)
+        .filter(|diff| diff.scale() >= a.scale().max(b.scale()))
+}
+
+/// The exact sum of `amounts`, or `None` when a partial sum does not fit (see
+/// [`exact_add`]).
+pub fn exact_sum(amounts: impl IntoIterator<Item = Decimal>) -> Option<Decimal> {
+    amounts.into_iter().try_fold(Decimal::ZERO, exact_add)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +292,31 @@ mod tests {
         assert!("usdt".parse::<Asset>().is_err());
         assert_eq!(Asset::Usd.format(Decimal::new(1255, 1)), "125.50");
         assert_eq!(Asset::Btc.format(Decimal::ONE), "1.00000000");
+    }
+
+    #[test]
+    fn exact_sums_refuse_to_overflow_or_round() {
+        let max = Decimal::MAX;
+        assert_eq!(exact_add(max, Decimal::ONE), None, "past the mantissa");
+        assert_eq!(exact_sub(Decimal::MIN, Decimal::ONE), None);
+        // 27 integer digits and 2 fractional ones: the sum needs a 97-bit mantissa, which
+        // `checked_add` answers by rounding to one decimal.
+        let big = Decimal::from_i128_with_scale(79_228_162_514_264_337_593_543_950_335, 2);
+        let cent = parse_decimal_exact("0.01").unwrap();
+        assert!(
+            big.checked_add(Decimal::ONE).is_some(),
+            "rust_decimal rounds here"
+        );
+        assert_eq!(exact_add(big, Decimal::ONE), None);
+        assert_eq!(exact_add(big, cent).map(|d| d.to_string()), None);
+        assert_eq!(
+            exact_add(parse_decimal_exact("1.5").unwrap(), cent).map(|d| d.to_string()),
+            Some("1.51".to_owned())
+        );
+        assert_eq!(
+            exact_sum([cent, cent, cent]).map(|d| d.to_string()),
+            Some("0.03".to_owned())
+        );
+        assert_eq!(exact_sum([max, max]), None);
     }
 }

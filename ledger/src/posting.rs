@@ -35,6 +35,12 @@ pub enum PostingError {
         /// Their sum.
         sum: Decimal,
     },
+    /// The legs of one asset add up beyond what the decimal type holds exactly.
+    #[error("postings in {asset} add up beyond the decimal type")]
+    OutOfRange {
+        /// The asset whose legs overflow.
+        asset: Asset,
+    },
 }
 
 /// Builds the two legs of moving `amount` from `from` to `to`.
@@ -63,7 +69,9 @@ pub fn check_balanced(postings: &[Posting]) -> Result<(), PostingError> {
         if p.amount.is_zero() {
             return Err(PostingError::ZeroLeg(p.account.to_string()));
         }
-        *sums.entry(p.asset).or_default() += p.amount;
+        let sum = sums.entry(p.asset).or_default();
+        *sum = crate::money::exact_add(*sum, p.amount)
+            .ok_or(PostingError::OutOfRange { asset: p.asset })?;
     }
     match sums.into_iter().find(|(_, sum)| !sum.is_zero()) {
         Some((asset, sum)) => Err(PostingError::Unbalanced { asset, sum }),

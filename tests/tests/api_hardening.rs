@@ -140,3 +140,44 @@ async fn an_id_taken_by_another_stream_type_is_refused_at_once_and_writes_nothin
     drop(server);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn deposits_beyond_the_decimal_type_are_refused_with_a_problem_not_a_dead_request() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let payment = accepted(
+        &server,
+        "/v1/payments",
+        &coord,
+        &payment_body(None, "10.00"),
+    )
+    .await;
+    // 28 nines fit seven times in the 96-bit mantissa, not eight.
+    let huge = "9999999999999999999999999999";
+    let path = format!("/v1/payments/{payment}/deposits");
+    for i in 0..7 {
+        let body = json!({"amount": huge, "reference": format!("big-{i}"), "allow_excess": true});
+        let (status, answer) = server.post(&path, &coord, &body, Some(&key())).await;
+        assert_eq!(status, 200, "deposit {i}: {answer}");
+    }
+    let before = store_counts(&db.admin).await;
+    let body = json!({"amount": huge, "reference": "big-7", "allow_excess": true});
+    let (status, answer) = server.post(&path, &coord, &body, Some(&key())).await;
+    assert_problem(
+        "the eighth huge deposit",
+        status.as_u16(),
+        &answer,
+        400,
+        "validation_failed",
+    );
+    assert_eq!(store_counts(&db.admin).await, before, "a refusal wrote");
+    // The server is still up and the payment still answers.
+    let (status, events) = server
+        .get(&format!("/v1/payments/{payment}/events"), &coord)
+        .await;
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events["events"].as_array().map(Vec::len), Some(8));
+    drop(server);
+    db.drop_db().await;
+}

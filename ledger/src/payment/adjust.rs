@@ -76,7 +76,7 @@ impl Payment {
                 return Err(insufficient(cmd.amount, available));
             }
         }
-        Ok(vec![PaymentEvent::AdjustmentPosted(AdjustmentPosted {
+        self.folding(vec![PaymentEvent::AdjustmentPosted(AdjustmentPosted {
             adjustment_id: cmd.adjustment_id,
             from: cmd.from.clone(),
             to: cmd.to.clone(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    total_fees, Fee, FundsDeposited, FundsRefunded, FundsReleased, Party, Payment,
+    add, sub, total_fees, Fee, FundsDeposited, FundsRefunded, FundsReleased, Party, Payment,
     PaymentCancelled, PaymentCreated, PaymentError, PaymentEvent, PayoutMade,
 };
 use crate::account::{is_valid_provider, Reference};
@@ -109,7 +109,7 @@ pub(super) fn check_fees(asset: Asset, fees: &[Fee]) -> Result<Decimal, PaymentE
     for fee in fees {
         check_positive(asset, fee.amount)?;
     }
-    Ok(total_fees(fees))
+    total_fees(fees)
 }
 
 impl Payment {
@@ -145,7 +145,7 @@ impl Payment {
                 provider: cmd.provider,
             });
         }
-        Ok(vec![PaymentEvent::PaymentCreated(PaymentCreated {
+        self.folding(vec![PaymentEvent::PaymentCreated(PaymentCreated {
             payment_id: cmd.payment_id,
             buyer: cmd.buyer,
             seller: cmd.seller,
@@ -164,7 +164,7 @@ impl Payment {
     ///
     /// # Errors
     /// `NotCreated`, `Cancelled`, `InvalidAmount`, `EmptyReference`, `DepositInFuture`,
-    /// `DepositTooOld`, `DepositExceedsAmount`.
+    /// `DepositTooOld`, `DepositExceedsAmount`, `AmountOutOfRange`.
     pub fn deposit(&self, cmd: &Deposit, now: DateTime<Utc>) -> Decided {
         let terms = self.existing()?;
         check_positive(terms.asset, cmd.amount)?;
@@ -186,8 +186,8 @@ impl Payment {
         if self.cancelled_at.is_some() {
             return Err(PaymentError::Cancelled);
         }
-        let after = self.deposited + cmd.amount;
-        let excess = (after - self.deposited.max(terms.amount)).max(Decimal::ZERO);
+        let after = add(self.deposited, cmd.amount)?;
+        let excess = sub(after, self.deposited.max(terms.amount))?.max(Decimal::ZERO);
         if excess > Decimal::ZERO && !cmd.allow_excess {
             return Err(PaymentError::DepositExceedsAmount {
                 deposit: cmd.amount,
@@ -195,7 +195,7 @@ impl Payment {
                 amount: terms.amount,
             });
         }
-        Ok(vec![PaymentEvent::FundsDeposited(FundsDeposited {
+        self.folding(vec![PaymentEvent::FundsDeposited(FundsDeposited {
             amount: cmd.amount,
             reference: cmd.reference.clone(),
             allow_excess: cmd.allow_excess,
@@ -210,8 +210,8 @@ impl Payment {
     /// `NotCreated`, `InvalidAmount`, `Cancelled`, `EscrowFrozen`, `InsufficientFunds`.
     pub fn release(&self, cmd: &Release) -> Decided {
         let amount = self.outgoing(cmd.amount, &cmd.fees, self.releasable())?;
-        let seller_amount = amount - total_fees(&cmd.fees);
-        Ok(vec![PaymentEvent::FundsReleased(FundsReleased {
+        let seller_amount = sub(amount, total_fees(&cmd.fees)?)?;
+        self.folding(vec![PaymentEvent::FundsReleased(FundsReleased {
             amount,
             fees: cmd.fees.clone(),
             seller_amount,
@@ -224,8 +224,8 @@ impl Payment {
     /// `NotCreated`, `InvalidAmount`, `Cancelled`, `EscrowFrozen`, `InsufficientFunds`.
     pub fn refund(&self, cmd: &Refund) -> Decided {
         let amount = self.outgoing(cmd.amount, &cmd.fees, self.held)?;
-        let buyer_amount = amount - total_fees(&cmd.fees);
-        Ok(vec![PaymentEvent::FundsRefunded(FundsRefunded {
+        let buyer_amount = sub(amount, total_fees(&cmd.fees)?)?;
+        self.folding(vec![PaymentEvent::FundsRefunded(FundsRefunded {
             amount,
             fees: cmd.fees.clone(),
             buyer_amount,
@@ -273,7 +273,7 @@ impl Payment {
         if cmd.amount > share {
             return Err(insufficient(cmd.amount, share));
         }
-        Ok(vec![PaymentEvent::PayoutMade(PayoutMade {
+        self.folding(vec![PaymentEvent::PayoutMade(PayoutMade {
             party: cmd.party,
             amount: cmd.amount,
             reference: cmd.reference.clone(),
@@ -295,7 +295,7 @@ impl Payment {
                 released: self.released,
             });
         }
-        Ok(vec![PaymentEvent::PaymentCancelled(PaymentCancelled {
+        self.folding(vec![PaymentEvent::PaymentCancelled(PaymentCancelled {
             reason: cmd.reason.clone(),
         })])
     }

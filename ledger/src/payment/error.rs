@@ -151,6 +151,12 @@ pub enum PaymentError {
     /// An empty deposit or payout reference.
     #[error("the reference is empty")]
     EmptyReference,
+    /// The command would take one of the payment's sums (deposited, held, released, fees,
+    /// a share...) or its own total of fees beyond what the ledger's decimal type holds
+    /// exactly (28 significant digits): refused rather than rounded or wrapped. Not
+    /// retryable as is; such amounts are beyond any real payment.
+    #[error("the amounts would add up beyond what the ledger can hold exactly")]
+    AmountOutOfRange,
 }
 
 impl PaymentError {
@@ -182,7 +188,8 @@ impl PaymentError {
             | PaymentError::WrongAsset { .. }
             | PaymentError::InvalidAmount { .. }
             | PaymentError::InvalidProvider { .. }
-            | PaymentError::EmptyReference => RefusalKind::Validation,
+            | PaymentError::EmptyReference
+            | PaymentError::AmountOutOfRange => RefusalKind::Validation,
         }
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Party, Payment, PaymentCreated, PaymentStatus};
+use super::{add, sub, Party, Payment, PaymentCreated, PaymentError, PaymentStatus};
 use crate::account::{Account, Reference};
 use crate::money::Asset;
 
@@ -202,55 +202,61 @@ impl Payment {
     }
 
     /// Folds an imported entry exactly as the live event of the same meaning.
-    pub(super) fn apply_entry_imported(&mut self, e: &LedgerEntryImported, at: DateTime<Utc>) {
+    pub(super) fn apply_entry_imported(
+        &mut self,
+        e: &LedgerEntryImported,
+        at: DateTime<Utc>,
+    ) -> Result<(), PaymentError> {
         let a = e.amount;
         match e.kind {
             EntryKind::Deposit => {
                 let amount = self.terms.as_ref().map_or(Decimal::ZERO, |t| t.amount);
-                let excess = (self.deposited + a - self.deposited.max(amount)).max(Decimal::ZERO);
-                self.deposited += a;
-                self.held += a;
-                self.excess += excess;
-                self.excess_held += excess;
+                let after = add(self.deposited, a)?;
+                let excess = sub(after, self.deposited.max(amount))?.max(Decimal::ZERO);
+                self.deposited = after;
+                self.held = add(self.held, a)?;
+                self.excess = add(self.excess, excess)?;
+                self.excess_held = add(self.excess_held, excess)?;
                 if self.funded_at.is_none() && self.deposited >= amount {
                     self.funded_at = Some(at);
                 }
             }
             EntryKind::Release => {
-                self.held -= a;
-                self.released += a;
-                self.seller_share += a;
+                self.held = sub(self.held, a)?;
+                self.released = add(self.released, a)?;
+                self.seller_share = add(self.seller_share, a)?;
                 self.released_at = Some(at);
             }
             EntryKind::Refund => {
-                self.held -= a;
-                self.refunded += a;
-                self.buyer_share += a;
-                self.excess_held = (self.excess_held - a).max(Decimal::ZERO);
+                self.held = sub(self.held, a)?;
+                self.refunded = add(self.refunded, a)?;
+                self.buyer_share = add(self.buyer_share, a)?;
+                self.excess_held = sub(self.excess_held, a)?.max(Decimal::ZERO);
                 self.refunded_at = Some(at);
             }
             EntryKind::Fee => {
-                self.held -= a;
-                self.fees += a;
+                self.held = sub(self.held, a)?;
+                self.fees = add(self.fees, a)?;
             }
             EntryKind::AmlFee => {
-                self.held -= a;
-                self.aml_fees += a;
+                self.held = sub(self.held, a)?;
+                self.aml_fees = add(self.aml_fees, a)?;
             }
             EntryKind::Payout => {
                 if e.party == Some(Party::Buyer) {
-                    self.buyer_share -= a;
-                    self.paid_out_buyer += a;
+                    self.buyer_share = sub(self.buyer_share, a)?;
+                    self.paid_out_buyer = add(self.paid_out_buyer, a)?;
                 } else {
-                    self.seller_share -= a;
-                    self.paid_out_seller += a;
+                    self.seller_share = sub(self.seller_share, a)?;
+                    self.paid_out_seller = add(self.paid_out_seller, a)?;
                 }
             }
             EntryKind::Adjustment => {
-                self.adjust_share(&e.from, -a);
-                self.adjust_share(&e.to, a);
+                self.adjust_share(&e.from, -a)?;
+                self.adjust_share(&e.to, a)?;
             }
         }
+        Ok(())
     }
 }
 

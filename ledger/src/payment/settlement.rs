@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::commands::{check_fees, insufficient, Decided};
 use super::{
-    DisputeSettled, EscrowFrozen, EscrowUnfrozen, Fee, Payment, PaymentError, PaymentEvent,
+    add, sub, DisputeSettled, EscrowFrozen, EscrowUnfrozen, Fee, Payment, PaymentError,
+    PaymentEvent,
 };
 use crate::dispute::{DisputeResolved, DisputeStatus, Outcome};
 use crate::money::check_scale;
@@ -114,9 +115,10 @@ impl Payment {
                 })]);
             }
             (Outcome::Split, Some((s, b))) => {
-                if s + b != self.held {
+                let requested = add(s, b)?;
+                if requested != self.held {
                     return Err(PaymentError::SplitMismatch {
-                        requested: s + b,
+                        requested,
                         held: self.held,
                     });
                 }
@@ -133,10 +135,10 @@ impl Payment {
                     dispute_id: cmd.dispute_id,
                     outcome: cmd.outcome,
                     seller_amount: Decimal::ZERO,
-                    buyer_amount: self.held - fee_total,
+                    buyer_amount: sub(self.held, fee_total)?,
                     fees: cmd.fees.clone(),
                 };
-                return Ok(vec![PaymentEvent::DisputeSettled(settled)]);
+                return self.folding(vec![PaymentEvent::DisputeSettled(settled)]);
             }
             _ => {
                 if self.held < Decimal::ZERO {
@@ -148,10 +150,10 @@ impl Payment {
         if fee_total > seller_gross {
             return Err(insufficient(fee_total, seller_gross));
         }
-        Ok(vec![PaymentEvent::DisputeSettled(DisputeSettled {
+        self.folding(vec![PaymentEvent::DisputeSettled(DisputeSettled {
             dispute_id: cmd.dispute_id,
             outcome: cmd.outcome,
-            seller_amount: seller_gross - fee_total,
+            seller_amount: sub(seller_gross, fee_total)?,
             buyer_amount,
             fees: cmd.fees.clone(),
         })])

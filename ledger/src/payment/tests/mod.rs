@@ -5,6 +5,7 @@ mod adjust;
 mod codec;
 mod commands;
 mod imported;
+mod overflow;
 mod settlement;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
