@@ -103,6 +103,10 @@ pub struct VerifyArgs {
     /// Also write the differences as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Seconds to wait for the payments projector to apply every event: statuses and
+    /// buckets are compared with the projections, so verify fails when it has not.
+    #[arg(long, default_value_t = 60)]
+    pub wait_projections: u64,
 }
 
 /// Runs an import subcommand.
@@ -133,8 +137,14 @@ pub async fn run(
                 DomainArg::Disputes => Domain::Disputes,
             };
             let mongo_db = a.mongo.database().await?;
-            let outcome =
-                importer::verify::verify(&pool, domain, &a.mongo.mongo_uri, &mongo_db).await?;
+            let outcome = importer::verify::verify(
+                &pool,
+                domain,
+                &a.mongo.mongo_uri,
+                &mongo_db,
+                std::time::Duration::from_secs(a.wait_projections),
+            )
+            .await?;
             print!("{}", outcome.to_text());
             if let Some(path) = &a.report {
                 std::fs::write(path, serde_json::to_vec_pretty(&outcome)?)?;

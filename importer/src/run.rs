@@ -390,7 +390,13 @@ impl Run<'_> {
     ) -> Result<BatchWrite, ImportError> {
         let mut write = BatchWrite::default();
         match collection {
-            Collection::Payments => payments_batch(docs, &mut write),
+            Collection::Payments => {
+                payments_batch(docs, &mut write);
+                if retry {
+                    self.keep_payments_with_suspense_entries(docs, &mut write)
+                        .await?;
+                }
+            }
             Collection::FundsLedgerEntries => self.entries_batch(docs, &mut write).await?,
             Collection::Disputes => self.disputes_batch(docs, &mut write).await?,
             _ => {}
@@ -405,6 +411,59 @@ impl Run<'_> {
                 .collect();
         }
         Ok(write)
+    }
+
+    /// A retried payment whose ledger entries were imported while it was rejected stays
+    /// rejected (`entries_in_suspense`). Those entries sit on their own streams, their
+    /// money in `escrow:<payment>` and `platform:suspense`: a payment imported now would
+    /// have a history holding nothing while its escrow account holds that money. The way
+    /// out is an adjustment out of suspense, or a fresh import (`docs/import.md`).
+    async fn keep_payments_with_suspense_entries(
+        &mut self,
+        docs: &[RawDocumentBuf],
+        write: &mut BatchWrite,
+    ) -> Result<(), ImportError> {
+        let accounts: Vec<String> = write
+            .appends
+            .iter()
+            .map(|a| ledger::Account::Escrow(a.stream_id).to_string())
+            .collect();
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let held: Vec<(String, i64)> = {
+            let mut c = self.db.conn().await?;
+            store::postings_of_accounts(&mut c, &accounts).await?
+        };
+        for (account, postings) in held {
+            let Some(a) = write
+                .appends
+                .iter()
+                .position(|a| ledger::Account::Escrow(a.stream_id).to_string() == account)
+            else {
+                continue;
+            };
+            let stream_id = write.appends.remove(a).stream_id;
+            let Some(m) = write.id_map.iter().position(|r| r.id == stream_id) else {
+                continue;
+            };
+            let hex = write.id_map.remove(m).object_id;
+            write.anomalies.retain(|r| r.object_id != hex);
+            if let Some(raw) = docs.iter().find(|d| object_id_of(d) == hex) {
+                let why = Reject::whole(
+                    RejectCode::EntriesInSuspense,
+                    format!(
+                        "{postings} postings of its ledger entries were imported into {account} and \
+                         platform:suspense while it was rejected; move them with an adjustment \
+                         out of suspense, or import into a fresh database"
+                    ),
+                );
+                write
+                    .rejects
+                    .push(reject_row(Collection::Payments, raw, &why));
+            }
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_lines)]

@@ -311,6 +311,22 @@ pub async fn write_batch(conn: &mut PgConnection, batch: BatchWrite) -> Result<u
     Ok(written)
 }
 
+/// The accounts among `accounts` that have postings, with how many.
+///
+/// # Errors
+/// A database error.
+pub async fn postings_of_accounts(
+    conn: &mut PgConnection,
+    accounts: &[String],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT account, count(*) FROM postings WHERE account = ANY($1) GROUP BY account",
+    )
+    .bind(accounts)
+    .fetch_all(conn)
+    .await
+}
+
 /// Records entries with a reference (a retried reject that now imports is marked so).
 ///
 /// # Errors

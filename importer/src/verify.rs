@@ -1,15 +1,20 @@
 //! `import verify <domain>`: the parity check finance runs after cutover, computed on the
 //! client with the importer's own parser (never a MongoDB `$sum` over doubles). Per
 //! collection, documents = imported + rejected; per payment, the money of its entries by
-//! type against the ledger's postings, its terms and its status against its history; per
-//! (provider, currency, UTC day of `createdAt`), count and amount against the projections'
-//! reconciliation buckets (or the event store when the projector has not caught up). A
-//! difference is explained when the import listed that id (a reject or an anomaly of the
-//! payment or of one of its entries); a document changed after its import never is.
-//! Memory grows with the number of payments (one small record each).
+//! type against the ledger's postings, its terms against its import; per (provider,
+//! currency, UTC day of `createdAt`), count and amount against the projections'
+//! reconciliation buckets, and each payment's mapped status against its projected one (so
+//! verify waits for the payments projector and fails when it has not caught up). Every
+//! imported payment, entry and dispute is compared by the digest of its document: one
+//! changed after its import is named and never explained, nor are its payment's
+//! differences. Otherwise a difference is explained when the import listed that id: a
+//! reject or an anomaly of the payment, or of one of its entries (of the type that
+//! differs, for money). Memory grows with the number of payments and entries (one small
+//! record each).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ledger::dispute::{Dispute, DisputeEvent};
@@ -21,7 +26,6 @@ use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::check::fold_payments;
 use crate::ids::Collection;
 use crate::mongo::Legacy;
 use crate::run::{Domain, ImportError};
@@ -157,7 +161,8 @@ async fn counts(pool: &PgPool, collection: &str) -> Result<(u64, u64), sqlx::Err
     ))
 }
 
-/// Runs the parity check of a domain.
+/// Runs the parity check of a domain, waiting up to `wait` for the payments projector to
+/// catch up (its statuses and buckets are compared).
 ///
 /// # Errors
 /// MongoDB or PostgreSQL failed.
@@ -166,6 +171,7 @@ pub async fn verify(
     domain: Domain,
     uri: &str,
     db: &str,
+    wait: Duration,
 ) -> Result<VerifyOutcome, ImportError> {
     let legacy = Legacy::connect(uri, db).await?;
     let listed = listed(pool).await?;
@@ -191,7 +197,7 @@ pub async fn verify(
         }
     }
     match domain {
-        Domain::Payments => verify_payments(pool, &legacy, &listed, &mut outcome).await?,
+        Domain::Payments => verify_payments(pool, &legacy, &listed, wait, &mut outcome).await?,
         Domain::Disputes => verify_disputes(pool, &legacy, &listed, &mut outcome).await?,
     }
     Ok(outcome)
@@ -214,6 +220,7 @@ async fn verify_payments(
     pool: &PgPool,
     legacy: &Legacy,
     listed: &Listed,
+    wait: Duration,
     outcome: &mut VerifyOutcome,
 ) -> Result<(), ImportError> {
     // MongoDB's side, through the importer's own parser.
@@ -238,19 +245,24 @@ async fn verify_payments(
         }
     }
     let mut money_mongo: HashMap<(Uuid, EntryKind), Decimal> = HashMap::new();
-    let mut entries_of: HashMap<Uuid, Vec<String>> = HashMap::new();
+    let mut entries_of: HashMap<Uuid, Vec<(String, EntryKind)>> = HashMap::new();
+    let mut entry_digests: HashMap<String, (String, Option<Uuid>)> = HashMap::new();
     let mut rx = legacy.batches(Collection::FundsLedgerEntries.name(), None, 1000);
     while let Some(batch) = rx.recv().await {
         for raw in batch? {
             if let Ok(e) = parse_entry(&raw) {
-                if let Some(h) = &e.payment_hex {
-                    let pid = Collection::Payments.uuid_of(h);
+                let pid = e
+                    .payment_hex
+                    .as_deref()
+                    .map(|h| Collection::Payments.uuid_of(h));
+                if let Some(pid) = pid {
                     *money_mongo.entry((pid, e.kind)).or_default() += e.amount;
                     entries_of
                         .entry(pid)
                         .or_default()
-                        .push(e.source.object_id.clone());
+                        .push((e.source.object_id.clone(), e.kind));
                 }
+                entry_digests.insert(e.source.object_id, (e.source.digest, pid));
             }
         }
     }
@@ -284,20 +296,59 @@ async fn verify_payments(
         }
     }
 
-    let explain_payment = |pid: &Uuid, hex: &str| -> Option<String> {
-        let mut ids = vec![hex.to_owned()];
-        let by_payment = explain(listed, "payments", ids.iter());
+    // A difference is explained by a listing of the payment, or of one of its entries
+    // (of the kind that differs, for money); never once a document of it changed.
+    let explain_payment = |pid: &Uuid, hex: &str, kind: Option<EntryKind>| -> Option<String> {
+        let by_payment = explain(listed, "payments", [&hex.to_owned()]);
         by_payment.or_else(|| {
-            ids = entries_of.get(pid).cloned().unwrap_or_default();
+            let ids: Vec<String> = entries_of
+                .get(pid)
+                .into_iter()
+                .flatten()
+                .filter(|(_, k)| kind.is_none_or(|want| *k == want))
+                .map(|(h, _)| h.clone())
+                .collect();
             explain(listed, "fundsledgerentries", ids.iter())
         })
     };
+
+    // Entries changed in MongoDB since their import (or gone from it): never explained,
+    // and their payment's differences are not either.
+    let mut changed: HashSet<Uuid> = HashSet::new();
+    let stored: Vec<(String, String, Uuid, String)> = sqlx::query_as(
+        "SELECT object_id, digest, stream_id, stream_type FROM legacy_import.id_map \
+         WHERE collection = 'fundsledgerentries' ORDER BY object_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (hex, digest, stream_id, stream_type) in stored {
+        let payment = (stream_type == ledger::payment::STREAM_TYPE).then_some(stream_id);
+        let now = entry_digests.get(&hex);
+        let (mongo_side, pid) = match now {
+            Some((d, _)) if *d == digest => continue,
+            Some((d, pid)) => (format!("digest {}", &d[..12.min(d.len())]), pid.or(payment)),
+            None => ("absent or invalid now".to_owned(), payment),
+        };
+        if let Some(pid) = pid {
+            changed.insert(pid);
+        }
+        outcome.differences.push(Difference {
+            check: "changed".into(),
+            key: format!(
+                "entry {hex}{}",
+                pid.map(|p| format!(" of payment {p}")).unwrap_or_default()
+            ),
+            mongo: mongo_side,
+            ledger: format!("digest {}", &digest[..12.min(digest.len())]),
+            ids: vec![hex.clone()],
+            explained_by: None,
+        });
+    }
 
     // Per payment: presence, terms, digest, money by type.
     let mut all: Vec<Uuid> = mongo.keys().chain(ledger.keys()).copied().collect();
     all.sort();
     all.dedup();
-    let mut changed: HashSet<Uuid> = HashSet::new();
     for pid in &all {
         let hex = mongo
             .get(pid)
@@ -312,7 +363,7 @@ async fn verify_payments(
                 mongo: "valid".into(),
                 ledger: "not imported".into(),
                 ids: vec![hex.clone()],
-                explained_by: explain_payment(pid, &hex),
+                explained_by: explain_payment(pid, &hex, None),
             }),
             (None, Some(_)) => outcome.differences.push(Difference {
                 check: "payment".into(),
@@ -346,7 +397,7 @@ async fn verify_payments(
                         explained_by: if changed.contains(pid) {
                             None
                         } else {
-                            explain_payment(pid, &hex)
+                            explain_payment(pid, &hex, None)
                         },
                     });
                 }
@@ -363,33 +414,60 @@ async fn verify_payments(
                     mongo: a.normalize().to_string(),
                     ledger: b.normalize().to_string(),
                     ids: vec![hex.clone()],
-                    explained_by: explain_payment(pid, &hex),
+                    explained_by: if changed.contains(pid) {
+                        None
+                    } else {
+                        explain_payment(pid, &hex, Some(kind))
+                    },
                 });
             }
         }
     }
     // Entries whose payment is not a payment (orphans) are checked by count only.
 
-    // Status: the mapped legacy status (MongoDB now) against the payment's history.
+    // Status and buckets are read from the projections, so they must have caught up.
+    if let Err(behind) = payments_projected(pool, wait).await? {
+        outcome.differences.push(Difference {
+            check: "projections".into(),
+            key: "payments projector".into(),
+            mongo: "-".into(),
+            ledger: format!("{behind} events not projected after {wait:?}"),
+            ids: Vec::new(),
+            explained_by: None,
+        });
+        outcome.notes.push(
+            "statuses and buckets not compared: the payments projector has not caught up \
+             (run `escrow-ledger project` or `serve`, then verify again)"
+                .into(),
+        );
+        return Ok(());
+    }
+
+    // Status: the mapped legacy status (MongoDB now) against the projected one.
     let ids: Vec<Uuid> = ledger.keys().copied().collect();
     for chunk in ids.chunks(1000) {
-        let mut conn = pool.acquire().await?;
-        let folded = fold_payments(&mut conn, chunk).await?;
+        let projected: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT payment_id, status FROM finance.payments WHERE payment_id = ANY($1)",
+        )
+        .bind(chunk)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
         for pid in chunk {
-            let (Some(m), Some(f)) = (mongo.get(pid), folded.get(pid)) else {
-                continue;
-            };
-            if m.status != f.payment.status.as_str() {
+            let Some(m) = mongo.get(pid) else { continue };
+            let status = projected.get(pid).map_or("not projected", String::as_str);
+            if m.status != status {
                 outcome.differences.push(Difference {
                     check: "status".into(),
                     key: format!("payment {} ({pid})", m.hex),
                     mongo: m.status.clone(),
-                    ledger: f.payment.status.as_str().into(),
+                    ledger: status.into(),
                     ids: vec![m.hex.clone()],
                     explained_by: if changed.contains(pid) {
                         None
                     } else {
-                        explain_payment(pid, &m.hex)
+                        explain_payment(pid, &m.hex, None)
                     },
                 });
             }
@@ -406,8 +484,10 @@ async fn verify_payments(
         b.1 += m.amount;
         b.2.push(*pid);
     }
-    let (buckets_ledger, source) = ledger_buckets(pool, &ledger).await?;
-    outcome.notes.push(source);
+    let buckets_ledger = ledger_buckets(pool).await?;
+    outcome.notes.push(
+        "ledger buckets from finance.reconciliation_buckets, statuses from finance.payments".into(),
+    );
     let mut keys: Vec<_> = buckets_mongo
         .keys()
         .chain(buckets_ledger.keys())
@@ -466,7 +546,7 @@ async fn verify_payments(
             culprits
                 .iter()
                 .zip(&hexes)
-                .map(|(p, h)| explain_payment(p, h))
+                .map(|(p, h)| explain_payment(p, h, None))
                 .collect::<Option<Vec<_>>>()
                 .map(|w| w.join("; "))
         };
@@ -499,51 +579,42 @@ type Buckets = BTreeMap<BucketKey, (i64, Decimal)>;
 
 type BucketRow = (String, String, chrono::NaiveDate, i64, Decimal);
 
-/// The ledger's buckets: the projection when its projector has caught up with the store,
-/// else computed from the import events.
-async fn ledger_buckets(
-    pool: &PgPool,
-    ledger: &HashMap<Uuid, (PaymentImported, String, String)>,
-) -> Result<(Buckets, String), sqlx::Error> {
-    let behind: Result<i64, sqlx::Error> = sqlx::query_scalar(
-        "SELECT count(*) FROM events e, projection.projector_state s \
-         WHERE s.projector = 'payments' \
-           AND (e.tx_id::text::int8, e.position) > (s.checkpoint_tx, s.checkpoint_position)",
-    )
-    .fetch_one(pool)
-    .await;
-    if let Ok(0) = behind {
-        let rows: Result<Vec<BucketRow>, _> = sqlx::query_as(
-            "SELECT provider, asset, day, sum(payments)::int8, sum(amount) \
-             FROM finance.reconciliation_buckets GROUP BY 1, 2, 3",
+/// Waits (up to `wait`) until the payments projector has applied every
+/// committed event; `Err(events behind)` when it has not by then (or is not there).
+async fn payments_projected(pool: &PgPool, wait: Duration) -> Result<Result<(), i64>, sqlx::Error> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN s.projector IS NULL THEN (SELECT count(*) FROM events) \
+                    ELSE (SELECT count(*) FROM events e \
+                          WHERE (e.tx_id::text::int8, e.position) > (s.checkpoint_tx, s.checkpoint_position)) END \
+             FROM (SELECT 1) AS one \
+             LEFT JOIN projection.projector_state s ON s.projector = 'payments'",
         )
-        .fetch_all(pool)
-        .await;
-        if let Ok(rows) = rows {
-            let map = rows
-                .into_iter()
-                .map(|(p, a, d, c, s)| ((p, a, d.to_string()), (c, s)))
-                .collect();
-            return Ok((
-                map,
-                "ledger buckets from finance.reconciliation_buckets (payments projector caught up)"
-                    .into(),
-            ));
+        .fetch_one(pool)
+        .await?;
+        if behind == 0 {
+            return Ok(Ok(()));
         }
+        if Instant::now() >= deadline {
+            return Ok(Err(behind));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mut map = Buckets::new();
-    for (p, _, _) in ledger.values() {
-        let b = map
-            .entry((
-                p.terms.provider.clone(),
-                p.terms.asset.code().to_owned(),
-                p.created_at.date_naive().to_string(),
-            ))
-            .or_default();
-        b.0 += 1;
-        b.1 += p.terms.amount;
-    }
-    Ok((map, "ledger buckets computed from the event store's PaymentImported events (the payments projector has not caught up or is not there)".into()))
+}
+
+/// The ledger's buckets, from the projection (`finance.reconciliation_buckets`).
+async fn ledger_buckets(pool: &PgPool) -> Result<Buckets, sqlx::Error> {
+    let rows: Vec<BucketRow> = sqlx::query_as(
+        "SELECT provider, asset, day, sum(payments)::int8, sum(amount) \
+         FROM finance.reconciliation_buckets GROUP BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(p, a, d, c, s)| ((p, a, d.to_string()), (c, s)))
+        .collect())
 }
 
 async fn verify_disputes(

@@ -497,6 +497,61 @@ async fn the_traps_import_as_the_contract_says_and_verify_catches_a_change() {
         "{stdout}"
     );
     assert!(stdout.contains(&oid(3).to_hex()), "{stdout}");
+    // An entry changed after import: named, and its payment's money difference is not
+    // explained by the anomaly listed for another entry of that payment (the fee's).
+    mongo
+        .collection::<RawDocumentBuf>("payments")
+        .update_one(doc! { "_id": oid(3) }, doc! { "$set": { "amount": 0.1 } })
+        .await
+        .expect("update back");
+    ok(&verify("payments"));
+    mongo
+        .collection::<RawDocumentBuf>("fundsledgerentries")
+        .update_one(
+            doc! { "_id": oid(50_002) },
+            doc! { "$set": { "amount": "990.00" } },
+        )
+        .await
+        .expect("update entry");
+    let out = verify("payments");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let entry = oid(50_002).to_hex();
+    let line = |check: &str, id: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(check) && l.contains(id))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {check} line for {id} in\n{stdout}"))
+    };
+    assert!(line("changed", &entry).ends_with("UNEXPLAINED"), "{stdout}");
+    let money = line("payment_money", &oid(1).to_hex());
+    assert!(
+        money.contains("release") && money.ends_with("UNEXPLAINED"),
+        "{money}"
+    );
+    // A payments projector that has not caught up fails verify rather than being skipped.
+    sqlx::query(
+        "UPDATE projection.projector_state SET checkpoint_tx = 0, checkpoint_position = 0 \
+         WHERE projector = 'payments'",
+    )
+    .execute(&db.admin)
+    .await
+    .expect("rewind");
+    let out = import(
+        &db,
+        &name,
+        &["verify", "payments", "--wait-projections", "1"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("projections") && l.ends_with("UNEXPLAINED")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("\nbucket "), "{stdout}");
     let _ = std::fs::remove_file(&report_path);
     mongo.drop().await.expect("drop");
     db.drop_db().await;
@@ -532,12 +587,20 @@ async fn retry_rejects_imports_a_fixed_document() {
         vec![
             payment_doc(1, "10.005", "USD", "pending", 1),
             payment_doc(2, "3", "USD", "pending", 1),
+            payment_doc(3, "7.001", "USD", "funded", 1),
         ],
     )
     .await;
-    insert(&mongo, "fundsledgerentries", Vec::new()).await;
+    // Payment 3's deposit is imported into suspense while the payment is rejected.
+    insert(
+        &mongo,
+        "fundsledgerentries",
+        vec![entry_doc(1, Some(oid(3)), "deposit", "7", 2)],
+    )
+    .await;
     ok(&import(&db, &name, &["payments"]));
-    let open = "SELECT count(*) FROM legacy_import.rejects WHERE resolved_at IS NULL";
+    let open = "SELECT count(*) FROM legacy_import.rejects WHERE resolved_at IS NULL \
+                AND object_id <> '65a1b2c3d4e5f60700000003'";
     let count = |sql: &'static str| {
         let pool = db.admin.clone();
         async move {
@@ -556,9 +619,25 @@ async fn retry_rejects_imports_a_fixed_document() {
         )
         .await
         .expect("fix");
+    mongo
+        .collection::<RawDocumentBuf>("payments")
+        .update_one(doc! { "_id": oid(3) }, doc! { "$set": { "amount": "7" } })
+        .await
+        .expect("fix");
     let text = ok(&import(&db, &name, &["payments", "--retry-rejects"]));
     assert!(text.contains("retry_rejects"), "{text}");
     assert_eq!(count(open).await, 0);
+    // Payment 3 stays rejected: its money already sits in its escrow account and suspense.
+    let (code, streams): (String, i64) = sqlx::query_as(
+        "SELECT r.code, (SELECT count(*) FROM events WHERE stream_id = $2) \
+         FROM legacy_import.rejects r WHERE r.object_id = $1 AND r.resolved_at IS NULL",
+    )
+    .bind(oid(3).to_hex())
+    .bind(payment_uuid(oid(3)))
+    .fetch_one(&db.admin)
+    .await
+    .expect("payment 3's reject");
+    assert_eq!((code.as_str(), streams), ("entries_in_suspense", 0));
     let pool = db.service_pool(1).await;
     let p = Payment::from_history(
         &read_stream(&pool, payment_uuid(oid(1)))

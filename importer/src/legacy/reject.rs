@@ -59,6 +59,9 @@ pub enum RejectCode {
     AmbiguousPayment,
     /// A dispute's payment exists in MongoDB but was not imported (rejected or later).
     PaymentNotImported,
+    /// A retried payment whose ledger entries were imported into suspense while it was
+    /// rejected: importing it now would split its money between two histories.
+    EntriesInSuspense,
 }
 
 impl RejectCode {
@@ -91,6 +94,7 @@ impl RejectCode {
             RejectCode::PaymentNotFound => "payment_not_found",
             RejectCode::AmbiguousPayment => "ambiguous_payment",
             RejectCode::PaymentNotImported => "payment_not_imported",
+            RejectCode::EntriesInSuspense => "entries_in_suspense",
         }
     }
 }
