@@ -181,3 +181,38 @@ async fn deposits_beyond_the_decimal_type_are_refused_with_a_problem_not_a_dead_
     drop(server);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_wrong_method_on_a_known_path_is_a_problem_with_allow() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let id = Uuid::new_v4();
+    for (method, path, allowed) in [
+        ("GET", format!("/v1/payments/{id}/deposits"), "POST"),
+        ("DELETE", "/v1/payments".to_owned(), "GET"),
+        ("PUT", format!("/v1/payments/{id}"), "GET"),
+        ("POST", "/healthz".to_owned(), "GET"),
+    ] {
+        let (status, headers, body) = server.send(method, &path, Some(&coord), None, &[]).await;
+        let what = format!("{method} {path}");
+        assert_problem(&what, status.as_u16(), &body, 405, "method_not_allowed");
+        assert_eq!(
+            headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{what}"
+        );
+        let allow = headers
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(allow.contains(allowed), "{what}: Allow {allow:?}");
+    }
+    // An unknown path is still 404.
+    let (status, _, body) = server
+        .send("GET", "/v1/nowhere", Some(&coord), None, &[])
+        .await;
+    assert_problem("GET /v1/nowhere", status.as_u16(), &body, 404, "not_found");
+    drop(server);
+    db.drop_db().await;
+}

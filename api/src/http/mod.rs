@@ -26,7 +26,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use ledger::store::Notifier;
@@ -38,6 +37,9 @@ use problem::ApiError;
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// How long a request may take before it is answered `unavailable` (503).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -81,9 +83,13 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        // After every route: it applies to the routes registered before it.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(track))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(middleware::from_fn(|req: Request, next: Next| {
+            time_limit(REQUEST_TIMEOUT, req, next)
+        }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req
@@ -95,6 +101,29 @@ pub fn app(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Answers a request that runs past `limit` with the contract's `unavailable` problem (503
+/// with `Retry-After`), not a bare 408: the client may retry, and a command that timed out
+/// either committed (a retry with its `Idempotency-Key` replays it) or wrote nothing.
+pub async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => timed_out(limit).into_response(),
+    }
+}
+
+/// The problem a request that ran past `limit` gets.
+pub fn timed_out(limit: Duration) -> ApiError {
+    ApiError::Unavailable(format!(
+        "the request timed out after {} s; retry (with the same Idempotency-Key for a command)",
+        limit.as_secs()
+    ))
+}
+
+/// The problem for a method a known path does not take (the router adds `Allow`).
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} does not take {method}", uri.path()))
 }
 
 /// Counts requests and their latency by route and status.
@@ -165,3 +194,50 @@ pub async fn run_command(
 
 /// `State` re-exported for the route files.
 pub type AppStateExtract = State<AppState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_request_past_the_time_limit_is_an_unavailable_problem() {
+        let router = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", get(|| async { "ok" }))
+            .layer(middleware::from_fn(|req: Request, next: Next| {
+                time_limit(Duration::from_millis(50), req, next)
+            }));
+        let get_ = |path: &str| {
+            axum::http::Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let fast = router.clone().oneshot(get_("/fast")).await.unwrap();
+        assert_eq!(fast.status(), axum::http::StatusCode::OK);
+        let slow = router.oneshot(get_("/slow")).await.unwrap();
+        assert_eq!(slow.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            slow.headers()
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json")
+        );
+        assert!(slow.headers().contains_key(axum::http::header::RETRY_AFTER));
+        let body = axum::body::to_bytes(slow.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "unavailable");
+        assert_eq!(problem["status"], 503);
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("timed out"), "{detail}");
+    }
+}

@@ -45,6 +45,11 @@ pub enum ApiError {
     /// Body over the limit. 413.
     #[error("the request body is larger than 2 MiB")]
     PayloadTooLarge,
+    /// The path exists but not with this method (code `method_not_allowed`, not in the
+    /// contract's table: the router's own refusal, given a problem body like every
+    /// other). 405; the `Allow` header lists the methods the path takes.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The database is unreachable, or a wait ran out. 503.
     #[error("{0}")]
     Unavailable(String),
@@ -78,6 +83,7 @@ impl ApiError {
             | ApiError::EscrowFrozen(_)
             | ApiError::InvalidState(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -97,6 +103,7 @@ impl ApiError {
             ApiError::InvalidState(_) => "invalid_state",
             ApiError::DuplicateReference(_) => "duplicate_reference",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -115,6 +122,7 @@ impl ApiError {
             ApiError::InvalidState(_) => "Not allowed in the current state",
             ApiError::DuplicateReference(_) => "Duplicate provider reference",
             ApiError::PayloadTooLarge => "Payload too large",
+            ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
         }
