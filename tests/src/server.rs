@@ -62,6 +62,19 @@ impl Server {
     /// # Panics
     /// When the server does not come up within 30 s.
     pub fn start(db: &TestDb, extra: &[&str]) -> Server {
+        Server::start_with(db, extra, None)
+    }
+
+    /// Like [`Server::start`], with the server's logs at `info` written to `log` instead of
+    /// the test's standard error, for tests that read what the server logs.
+    ///
+    /// # Panics
+    /// When the file cannot be made or the server does not come up within 30 s.
+    pub fn start_logging_to(db: &TestDb, extra: &[&str], log: &std::path::Path) -> Server {
+        Server::start_with(db, extra, Some(log))
+    }
+
+    fn start_with(db: &TestDb, extra: &[&str], log: Option<&std::path::Path>) -> Server {
         let dir = std::env::temp_dir().join(format!("el-server-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let tokens = TestTokens {
@@ -87,10 +100,18 @@ impl Server {
             .env("API_TOKENS_FILE", &file)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                match log {
+                    Some(_) => "info".into(),
+                    None => std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                },
             )
+            .env_remove("LOG_FORMAT")
+            .env("NO_COLOR", if log.is_some() { "1" } else { "" })
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start escrow-ledger serve");
         let stdout = child.stdout.take().expect("stdout");

@@ -216,3 +216,61 @@ async fn a_wrong_method_on_a_known_path_is_a_problem_with_allow() {
     drop(server);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_every_request_logs_one_info_line() {
+    let db = TestDb::new().await;
+    let log = std::env::temp_dir().join(format!("el-log-{}.txt", Uuid::new_v4().simple()));
+    let server = Server::start_logging_to(&db, &["--no-projectors"], &log);
+    let coord = server.tokens.coordinator.clone();
+    let given = format!("trace-{}", Uuid::new_v4().simple());
+    let (status, headers, _) = server
+        .send("GET", "/healthz", None, None, &[("x-request-id", &given)])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some(given.as_str()),
+        "the given request id is echoed"
+    );
+    let (status, headers, _) = server
+        .send(
+            "GET",
+            &format!("/v1/payments/{}", Uuid::new_v4()),
+            Some(&coord),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 404);
+    let made = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        Uuid::parse_str(&made).is_ok(),
+        "a request without one gets a UUID: {made:?}"
+    );
+    // The log is written as each response goes out; give it a moment to reach the file.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(&given) && text.contains(&made) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for (id, path, status) in [(&given, "/healthz", "200"), (&made, "/v1/payments/", "404")] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(id.as_str()) && l.contains(" INFO ") && l.contains("latency_ms"))
+            .unwrap_or_else(|| panic!("no INFO line with request id {id} in:\n{text}"));
+        assert!(line.contains(path), "{line}");
+        assert!(line.contains(&format!("status={status}")), "{line}");
+        assert!(line.contains("method=GET"), "{line}");
+    }
+    drop(server);
+    let _ = std::fs::remove_file(&log);
+    db.drop_db().await;
+}

@@ -86,10 +86,11 @@ pub fn app(state: AppState) -> Router {
         // After every route: it applies to the routes registered before it.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(track))
         .layer(middleware::from_fn(|req: Request, next: Next| {
             time_limit(REQUEST_TIMEOUT, req, next)
         }))
+        // Outside the time limit, so a request that timed out is counted and logged too.
+        .layer(middleware::from_fn(track))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req
@@ -126,20 +127,38 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{} does not take {method}", uri.path()))
 }
 
-/// Counts requests and their latency by route and status.
+/// Counts requests and their latency by route and status, and logs one INFO line per
+/// request at its response: method, path, status, latency and the request id (the
+/// `X-Request-Id` given, or the one made for it), so a client's report can be found.
 async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
+    let uri_path = req.uri().path().to_owned();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
     let path = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
+    let latency = start.elapsed();
+    tracing::info!(
+        method = %method,
+        path = %uri_path,
+        status = %status,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        request_id = %request_id,
+        "request"
+    );
     metrics::counter!("http_requests_total", "method" => method.clone(), "path" => path.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "path" => path)
-        .record(start.elapsed().as_secs_f64());
+        .record(latency.as_secs_f64());
     response
 }
 
