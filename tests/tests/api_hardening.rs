@@ -274,3 +274,96 @@ async fn every_response_carries_a_request_id_and_every_request_logs_one_info_lin
     let _ = std::fs::remove_file(&log);
     db.drop_db().await;
 }
+
+/// The metadata of a payment's stored events.
+async fn metadata_of(server: &Server, payment: Uuid) -> Vec<Value> {
+    let (status, page) = server
+        .get(
+            &format!("/v1/payments/{payment}/events"),
+            &server.tokens.coordinator,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["metadata"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn correlation_and_causation_ids_reach_the_stored_metadata() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let correlation = Uuid::new_v4();
+    let request = Uuid::new_v4();
+    let body = payment_body(None, "10.00").to_string();
+    let (status, _, created) = server
+        .send(
+            "POST",
+            "/v1/payments",
+            Some(&coord),
+            Some(&body),
+            &[
+                ("x-correlation-id", &correlation.to_string()),
+                ("x-request-id", &request.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let payment = Uuid::parse_str(created["id"].as_str().unwrap()).unwrap();
+
+    // Without X-Request-Id: the causation is the request id the server made and answered.
+    let deposit = json!({"amount": "1.00", "reference": "c-1"}).to_string();
+    let idempotency_key = key();
+    let (status, headers, answer) = server
+        .send(
+            "POST",
+            &format!("/v1/payments/{payment}/deposits"),
+            Some(&coord),
+            Some(&deposit),
+            &[
+                ("x-correlation-id", &correlation.to_string()),
+                ("idempotency-key", &idempotency_key),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let made = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+
+    // A correlation id that is not a UUID becomes the v5 UUID of its text (URL namespace).
+    let deposit = json!({"amount": "1.00", "reference": "c-2"}).to_string();
+    let (status, _, answer) = server
+        .send(
+            "POST",
+            &format!("/v1/payments/{payment}/deposits"),
+            Some(&coord),
+            Some(&deposit),
+            &[
+                ("x-correlation-id", "order-4711"),
+                ("idempotency-key", &key()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    let metadata = metadata_of(&server, payment).await;
+    assert_eq!(metadata.len(), 3, "{metadata:?}");
+    assert_eq!(metadata[0]["correlation_id"], json!(correlation));
+    assert_eq!(metadata[0]["causation_id"], json!(request));
+    assert_eq!(metadata[1]["correlation_id"], json!(correlation));
+    assert_eq!(metadata[1]["causation_id"], json!(made));
+    assert_eq!(
+        metadata[2]["correlation_id"],
+        json!(Uuid::new_v5(&Uuid::NAMESPACE_URL, b"order-4711"))
+    );
+    assert_eq!(metadata[0]["actor"]["name"], "checkout");
+    drop(server);
+    db.drop_db().await;
+}

@@ -103,9 +103,14 @@ pub struct CommandHeaders {
     pub idempotency_key: Option<String>,
     /// `If-Match: "<version>"`.
     pub if_match: Option<i64>,
-    /// `X-Correlation-Id`, or a new one.
+    /// `X-Correlation-Id`, recorded as every written event's `correlation_id`: a UUID is
+    /// kept as given; any other non-empty text becomes the UUID v5 of that text in the
+    /// URL namespace (`Uuid::new_v5(&Uuid::NAMESPACE_URL, text)`: the same text always
+    /// gives the same id, so a caller's non-UUID ids still group); absent, a new UUID v4.
     pub correlation_id: Uuid,
-    /// The request id (`X-Request-Id`), recorded as the events' causation.
+    /// The request id (`X-Request-Id`, set by the server to a new UUID when the caller
+    /// gives none, and echoed in the response), recorded as every written event's
+    /// `causation_id` when it is a UUID; a caller's non-UUID request id leaves it null.
     pub request_id: Option<Uuid>,
 }
 
