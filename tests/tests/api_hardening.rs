@@ -367,3 +367,66 @@ async fn correlation_and_causation_ids_reach_the_stored_metadata() {
     drop(server);
     db.drop_db().await;
 }
+
+/// A deposit of 1.00 with `If-Match: "<version>"`.
+async fn deposit_if_match(
+    server: &Server,
+    payment: Uuid,
+    version: &str,
+    reference: &str,
+) -> (u16, Value) {
+    let body = json!({"amount": "1.00", "reference": reference}).to_string();
+    let (status, _, answer) = server
+        .send(
+            "POST",
+            &format!("/v1/payments/{payment}/deposits"),
+            Some(&server.tokens.coordinator),
+            Some(&body),
+            &[("if-match", version), ("idempotency-key", &key())],
+        )
+        .await;
+    (status.as_u16(), answer)
+}
+
+#[tokio::test]
+async fn if_match_admits_its_version_and_one_of_two_racers() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let payment = accepted(
+        &server,
+        "/v1/payments",
+        &coord,
+        &payment_body(None, "100.00"),
+    )
+    .await;
+    let (status, answer) = deposit_if_match(&server, payment, "\"1\"", "m-1").await;
+    assert_eq!(status, 200, "a matching If-Match: {answer}");
+    assert_eq!(answer["stream_version"], 2);
+    let (status, answer) = deposit_if_match(&server, payment, "\"1\"", "m-2").await;
+    assert_problem("a stale If-Match", status, &answer, 412, "version_conflict");
+
+    for round in 0..10 {
+        let version = format!("\"{}\"", 2 + round);
+        let (ref_a, ref_b) = (format!("a-{round}"), format!("b-{round}"));
+        let (a, b) = tokio::join!(
+            deposit_if_match(&server, payment, &version, &ref_a),
+            deposit_if_match(&server, payment, &version, &ref_b),
+        );
+        let mut statuses = [a.0, b.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 412], "round {round}: {a:?} {b:?}");
+        let refused = if a.0 == 412 { &a.1 } else { &b.1 };
+        assert_eq!(refused["code"], "version_conflict", "round {round}");
+    }
+    let (_, v) = server
+        .get(&format!("/v1/payments/{payment}/events"), &coord)
+        .await;
+    assert_eq!(
+        v["events"].as_array().map(Vec::len),
+        Some(12),
+        "one deposit per round"
+    );
+    drop(server);
+    db.drop_db().await;
+}
