@@ -194,3 +194,46 @@ async fn verify_refuses_a_malformed_digest() {
     assert_ne!(code, 0);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn verify_names_an_event_whose_postings_a_superuser_unbalanced() {
+    let db = TestDb::new().await;
+    let streams = populate(&db, 3).await;
+    // The moving event (version 2) of the second stream.
+    let position: i64 =
+        sqlx::query_scalar("SELECT position FROM events WHERE stream_id = $1 AND version = 2")
+            .bind(streams[1])
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
+    let (code, out) = verify(&db, &[]);
+    assert_eq!(code, 0, "intact before: {out}");
+    // The balance trigger fires for every role (ENABLE ALWAYS): only a superuser switching
+    // it off can store an unbalanced leg.
+    db.admin
+        .execute(
+            format!(
+                "ALTER TABLE postings DISABLE TRIGGER postings_balanced; \
+                 INSERT INTO postings (position, leg, account, asset, amount) \
+                     VALUES ({position}, 7, 'platform:suspense', 'USD', 0.01); \
+                 ALTER TABLE postings ENABLE ALWAYS TRIGGER postings_balanced"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    let (code, out) = verify(&db, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "postings of the event at position {position} do not sum to zero in USD"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("do not sum to zero").count(),
+        1,
+        "only that event is unbalanced: {out}"
+    );
+    db.drop_db().await;
+}

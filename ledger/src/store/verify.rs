@@ -164,12 +164,15 @@ pub async fn verify(
                 });
             }
             heads.insert(e.stream_id, (e.version, e.hash.clone()));
-            let mut sums: BTreeMap<Asset, Decimal> = BTreeMap::new();
+            // Stored postings are the input here: a sum beyond the decimal type is a fault
+            // of the store, reported like any imbalance, not a panic.
+            let mut sums: BTreeMap<Asset, Option<Decimal>> = BTreeMap::new();
             for p in &e.postings {
-                *sums.entry(p.asset).or_default() += p.amount;
+                let sum = sums.entry(p.asset).or_insert(Some(Decimal::ZERO));
+                *sum = sum.and_then(|s| crate::money::exact_add(s, p.amount));
             }
             for (asset, sum) in sums {
-                if !sum.is_zero() {
+                if !sum.is_some_and(|s| s.is_zero()) {
                     report.faults.push(Fault::Unbalanced {
                         position: e.position,
                         asset,
