@@ -430,3 +430,80 @@ async fn if_match_admits_its_version_and_one_of_two_racers() {
     drop(server);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn the_openapi_headers_are_what_the_server_requires() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let (status, doc) = server.get("/openapi.json", &server.tokens.finance).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+        "a bearer security scheme"
+    );
+    assert!(doc["security"][0]["bearer"].is_array(), "required globally");
+    assert!(doc["components"]["schemas"]["Problem"]["properties"]["code"].is_object());
+    let paths = doc["paths"].as_object().unwrap();
+    let mut commands = 0;
+    for (path, ops) in paths {
+        let Some(op) = ops.get("post") else { continue };
+        commands += 1;
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        let declared = |name: &str| {
+            params
+                .iter()
+                .find(|p| p["in"] == "header" && p["name"] == name)
+                .cloned()
+        };
+        for name in ["If-Match", "X-Correlation-Id"] {
+            let p = declared(name).unwrap_or_else(|| panic!("{path}: no {name} header"));
+            assert_ne!(p["required"], true, "{path}: {name} is optional");
+        }
+        let key = declared("Idempotency-Key")
+            .unwrap_or_else(|| panic!("{path}: no Idempotency-Key header"));
+        let spec_requires = key["required"] == true;
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if status.starts_with('4') {
+                assert_eq!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{path} {status}"
+                );
+            }
+        }
+        // Without a key and with an empty object for a body: a command that requires the
+        // key says so before looking at the body; one that does not complains of the body.
+        let url = path.replace("{id}", &Uuid::new_v4().to_string());
+        let token = if path.starts_with("/v1/payments") {
+            &server.tokens.coordinator
+        } else {
+            &server.tokens.admin
+        };
+        let (status, _, body) = server
+            .send("POST", &url, Some(token), Some("{}"), &[])
+            .await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let server_requires = body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Idempotency-Key");
+        assert_eq!(
+            server_requires,
+            spec_requires,
+            "{path}: the server {} the key, the document says {}: {body}",
+            if server_requires {
+                "requires"
+            } else {
+                "does not require"
+            },
+            if spec_requires {
+                "required"
+            } else {
+                "optional"
+            },
+        );
+    }
+    assert_eq!(commands, 14, "every command is described");
+    drop(server);
+    db.drop_db().await;
+}

@@ -30,9 +30,6 @@ async fn run(
     cmd: DisputeCommand,
 ) -> Result<Response, ApiError> {
     let h = CommandHeaders::parse(headers)?;
-    if matches!(cmd, DisputeCommand::Resolve(..)) {
-        h.require_key()?;
-    }
     run_command(
         state,
         caller,
@@ -243,6 +240,9 @@ pub async fn resolve(
 ) -> Result<Response, ApiError> {
     caller.require(ADMIN, "resolve disputes")?;
     let id = dto::path_id(&id)?;
+    // A resolution moves money: the key is checked before the body, as for the payment
+    // commands, so a request without one is told so whatever its body.
+    CommandHeaders::parse(&headers)?.require_key()?;
     let b: ResolutionBody = body.json()?;
     let cmd = Resolve {
         outcome: b.outcome,

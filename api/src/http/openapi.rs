@@ -1,17 +1,120 @@
 //! `GET /openapi.json`: the OpenAPI document generated from the handlers and bodies.
 
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Required, Type};
+use utoipa::{Modify, OpenApi};
 
 use super::{adjustments, disputes, dto, events, legacy, payments};
 use crate::commands::Accepted;
+
+/// The commands that move money, which refuse a request without `Idempotency-Key`
+/// (`validation_failed`); every other command accepts one. A test over HTTP checks that
+/// the server requires exactly these.
+pub const KEY_REQUIRED: &[&str] = &[
+    "/v1/payments/{id}/deposits",
+    "/v1/payments/{id}/releases",
+    "/v1/payments/{id}/refunds",
+    "/v1/payments/{id}/payouts",
+    "/v1/disputes/{id}/resolution",
+    "/v1/adjustments",
+];
+
+/// What the command headers mean, as the document says it.
+const IDEMPOTENCY_KEY: &str = "1 to 255 characters. The same key with the same body returns the \
+first successful response again with no second effect; with another body it is refused \
+(`idempotency_key_reused`). A refused command is not remembered.";
+const IF_MATCH: &str = "`\"<stream version>\"`: refuse with 412 `version_conflict` if the \
+stream has moved on. Without it, a lost race is decided again on fresh state.";
+const CORRELATION_ID: &str = "Recorded as `correlation_id` in the metadata of every event the \
+command writes. A UUID is kept as given; any other text is recorded as the UUID v5 of that \
+text in the URL namespace (the same text always gives the same id); absent, a new UUID v4.";
+const REQUEST_ID: &str = "Echoed in the response (one is made when absent). When it is a UUID \
+(always, when the server made it), it is recorded as `causation_id` in the metadata of the \
+events the command writes; otherwise `causation_id` is null.";
+
+/// Adds to the generated document what the handlers' annotations do not carry: the bearer
+/// security scheme, the command headers on every command, and the problem body of every
+/// error response.
+struct Contract;
+
+fn header(name: &str, required: bool, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
+fn problem_bodies(op: &mut Operation) {
+    for (status, response) in &mut op.responses.responses {
+        if !(status.starts_with('4') || status.starts_with('5')) {
+            continue;
+        }
+        if let RefOr::T(response) = response {
+            response.content.insert(
+                "application/problem+json".to_owned(),
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            );
+        }
+    }
+}
+
+impl Modify for Contract {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`Authorization: Bearer <token>`; the token's role (coordinator, admin, finance) decides what it may do",
+                    ))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+        for (path, item) in &mut openapi.paths.paths {
+            if let Some(op) = item.post.as_mut() {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                params.push(header(
+                    "Idempotency-Key",
+                    KEY_REQUIRED.contains(&path.as_str()),
+                    IDEMPOTENCY_KEY,
+                ));
+                params.push(header("If-Match", false, IF_MATCH));
+                params.push(header("X-Correlation-Id", false, CORRELATION_ID));
+                params.push(header("X-Request-Id", false, REQUEST_ID));
+            }
+            for op in [item.get.as_mut(), item.post.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                problem_bodies(op);
+            }
+        }
+    }
+}
 
 /// The API's OpenAPI description.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "escrow-ledger",
-        description = "The event-sourced escrow ledger's HTTP API. Every request but /healthz, /readyz and /metrics carries `Authorization: Bearer <token>`; errors are RFC 9457 problems with a `code`."
+        description = "The event-sourced escrow ledger's HTTP API. Every request but /healthz, /readyz and /metrics carries `Authorization: Bearer <token>`; errors are RFC 9457 problems (`Problem`) with a `code`, including `method_not_allowed` (405) for a method a known path does not take and `unavailable` (503) for a request that timed out. Every response carries `X-Request-Id`. Commands take `Idempotency-Key` (required on those that move money), `If-Match` and `X-Correlation-Id`: a correlation id that is not a UUID is recorded as the UUID v5 of its text in the URL namespace; `causation_id` is the request id when it is a UUID."
     ),
     paths(
         payments::create,
@@ -34,6 +137,7 @@ use crate::commands::Accepted;
     ),
     components(schemas(
         Accepted,
+        super::problem::Problem,
         dto::FeeBody,
         dto::CreatePaymentBody,
         dto::DepositBody,
@@ -58,9 +162,15 @@ pub struct ApiDoc;
 
 /// Serves the document.
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(document())
+}
+
+/// The whole document: the commands', the queries', and what [`Contract`] adds to both.
+pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(<super::queries::QueriesDoc as OpenApi>::openapi());
-    Json(doc)
+    Contract.modify(&mut doc);
+    doc
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub async fn create(
 
 /// Records a deposit: `external:<provider>` → `escrow:<payment>`.
 #[utoipa::path(post, path = "/v1/payments/{id}/deposits", request_body = DepositBody, tag = "payments",
-    params(("id" = Uuid, Path, description = "payment id"), ("Idempotency-Key" = String, Header, description = "required")),
+    params(("id" = Uuid, Path, description = "payment id")),
     responses((status = 200, body = Accepted), (status = 400), (status = 404), (status = 409), (status = 422)))]
 pub async fn deposit(
     State(state): State<AppState>,

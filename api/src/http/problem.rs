@@ -58,14 +58,23 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, as every refusal answers (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem's kind: `https://escrow-ledger.dev/problems/<code>`.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    code: &'a str,
+    #[schema(example = "https://escrow-ledger.dev/problems/insufficient-funds")]
+    pub kind: String,
+    /// A short, fixed summary of the kind.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened in this case.
+    pub detail: String,
+    /// The contract's code (`validation_failed`, `insufficient_funds`, ...), or
+    /// `method_not_allowed` for a method a known path does not take.
+    #[schema(example = "insufficient_funds")]
+    pub code: &'static str,
 }
 
 impl ApiError {
