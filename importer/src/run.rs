@@ -649,18 +649,27 @@ impl Run<'_> {
                 Ok(Collection::Payments.uuid_of(h))
             } else if let Some(pr) = &p.imported.purchase_request {
                 let mut c = self.db.conn().await?;
-                let ids = store::payments_of_purchase_request(&mut c, &pr.account_key()).await?;
-                match ids.as_slice() {
-                    [one] => Ok(*one),
-                    [] => Err(Reject::at(
+                let (imported, rejected) =
+                    store::payments_of_purchase_request(&mut c, &pr.account_key()).await?;
+                match (imported.as_slice(), rejected) {
+                    ([one], 0) => Ok(*one),
+                    ([], 0) => Err(Reject::at(
                         RejectCode::PaymentNotFound,
                         "purchaseRequestId",
-                        "no paymentId and no imported payment has this purchaseRequestId",
+                        "no paymentId and no legacy payment has this purchaseRequestId",
                     )),
-                    _ => Err(Reject::at(
+                    ([], 1) => Err(Reject::at(
+                        RejectCode::PaymentNotImported,
+                        "purchaseRequestId",
+                        "no paymentId and the one payment with this purchaseRequestId was rejected",
+                    )),
+                    (found, rejected) => Err(Reject::at(
                         RejectCode::AmbiguousPayment,
                         "purchaseRequestId",
-                        "no paymentId and several payments have this purchaseRequestId",
+                        format!(
+                            "no paymentId and several payments have this purchaseRequestId ({} imported, {rejected} rejected)",
+                            found.len()
+                        ),
                     )),
                 }
             } else {
@@ -966,5 +975,10 @@ fn reject_row(collection: Collection, raw: &RawDocumentBuf, r: &Reject) -> Rejec
         reason: r.to_string().replace('\0', "\u{fffd}"),
         raw_ejson: ejson,
         raw_bson: raw.as_bytes().to_vec(),
+        purchase_request: if collection == Collection::Payments {
+            crate::translate::purchase_request_key(raw)
+        } else {
+            None
+        },
     }
 }

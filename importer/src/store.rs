@@ -53,6 +53,9 @@ pub struct RejectRow {
     pub raw_ejson: String,
     /// The document's bytes as read.
     pub raw_bson: Vec<u8>,
+    /// Payments: the account key of its `purchaseRequestId`, when readable (disputes
+    /// without `paymentId` are matched against rejected payments too).
+    pub purchase_request: Option<String>,
 }
 
 /// An anomaly of one document.
@@ -266,11 +269,12 @@ pub async fn write_batch(conn: &mut PgConnection, batch: BatchWrite) -> Result<u
     for r in &rejects {
         sqlx::query(
             "INSERT INTO legacy_import.rejects \
-               (collection, object_id, code, field, reason, raw_ejson, raw_bson) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+               (collection, object_id, code, field, reason, raw_ejson, raw_bson, purchase_request) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (collection, object_id) DO UPDATE SET code = EXCLUDED.code, \
                field = EXCLUDED.field, reason = EXCLUDED.reason, raw_ejson = EXCLUDED.raw_ejson, \
-               raw_bson = EXCLUDED.raw_bson, last_seen_at = now(), resolved_at = NULL",
+               raw_bson = EXCLUDED.raw_bson, purchase_request = EXCLUDED.purchase_request, \
+               last_seen_at = now(), resolved_at = NULL",
         )
         .bind(r.collection)
         .bind(&r.object_id)
@@ -279,6 +283,7 @@ pub async fn write_batch(conn: &mut PgConnection, batch: BatchWrite) -> Result<u
         .bind(&r.reason)
         .bind(&r.raw_ejson)
         .bind(&r.raw_bson)
+        .bind(&r.purchase_request)
         .execute(&mut *conn)
         .await?;
     }
@@ -555,20 +560,29 @@ pub async fn open_rejects(
     .await
 }
 
-/// The payments (UUIDs) whose purchase request has this account key.
+/// The legacy payments whose purchase request has this account key: the imported ones
+/// (their UUIDs, at most two) and how many are open rejects.
 ///
 /// # Errors
 /// A database error.
 pub async fn payments_of_purchase_request(
     conn: &mut PgConnection,
     key: &str,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<(Vec<Uuid>, i64), sqlx::Error> {
+    let imported: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM legacy_import.id_map WHERE collection = 'payments' AND purchase_request = $1 LIMIT 2",
     )
     .bind(key)
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    let rejected: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM legacy_import.rejects WHERE collection = 'payments' \
+         AND purchase_request = $1 AND resolved_at IS NULL",
+    )
+    .bind(key)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((imported, rejected))
 }
 
 /// The tables an import fills, analyzed as they grow: a first import outruns autovacuum,

@@ -166,6 +166,12 @@ async fn load_traps(db: &Database) {
         payment_doc(10, -0.0, "USD", "funded", 6),
         payment_doc(11, 40_i32, "USD", "released", 7),
         payment_doc(14, "10.00", "USD", "funded", 8),
+        // Rejected (too fine) with payment 14's purchase request.
+        replace(
+            &payment_doc(16, "1.001", "USD", "funded", 8),
+            "purchaseRequestId",
+            &oid(1014).into(),
+        ),
     ];
     // Mixed references, a lower-case currency and no createdAt.
     let mut tmpl = rawdoc! {
@@ -250,6 +256,18 @@ async fn load_traps(db: &Database) {
             "createdAt": at(21, 0), "updatedAt": at(21, 5),
         },
     ];
+    let mut disputes = disputes;
+    // No paymentId: the purchase request of an imported and a rejected payment
+    // (ambiguous), of a rejected one only, and of none.
+    for (n, request) in [(70_005, 1014), (70_006, 1008), (70_007, 5555)] {
+        disputes.push(rawdoc! {
+            "_id": oid(n), "purchaseRequestId": oid(request), "openedBy": oid(9002),
+            "openedByRole": "buyer", "reason": "other", "description": "old", "status": "closed",
+            "evidence": [], "messages": [],
+            "timeline": [ { "status": "open", "at": at(21, 0), "by": "system" }, { "status": "closed", "at": at(22, 0), "by": "system" } ],
+            "createdAt": at(21, 0), "updatedAt": at(22, 0),
+        });
+    }
     insert(db, "disputes", disputes).await;
 }
 
@@ -433,6 +451,18 @@ async fn the_traps_import_as_the_contract_says_and_verify_catches_a_change() {
         ids_of(&report, "rejected", "payment_not_found").contains(&oid(70_003).to_hex()),
         "{text}"
     );
+    assert_eq!(
+        [
+            ids_of(&report, "rejected", "ambiguous_payment"),
+            ids_of(&report, "rejected", "payment_not_imported"),
+        ],
+        [vec![oid(70_005).to_hex()], vec![oid(70_006).to_hex()]],
+        "{text}"
+    );
+    assert!(
+        ids_of(&report, "rejected", "payment_not_found").contains(&oid(70_007).to_hex()),
+        "{text}"
+    );
     assert!(
         ids_of(&report, "anomalies", "payment_found_by_purchase_request")
             .contains(&oid(70_002).to_hex())
@@ -521,8 +551,10 @@ async fn the_traps_import_as_the_contract_says_and_verify_catches_a_change() {
         stdout
             .lines()
             .find(|l| l.starts_with(check) && l.contains(id))
-            .map(str::to_owned)
-            .unwrap_or_else(|| panic!("no {check} line for {id} in\n{stdout}"))
+            .map_or_else(
+                || panic!("no {check} line for {id} in\n{stdout}"),
+                str::to_owned,
+            )
     };
     assert!(line("changed", &entry).ends_with("UNEXPLAINED"), "{stdout}");
     let money = line("payment_money", &oid(1).to_hex());

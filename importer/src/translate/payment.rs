@@ -122,3 +122,18 @@ pub(super) fn dedup(mut anomalies: Vec<crate::legacy::Anomaly>) -> Vec<crate::le
     anomalies.retain(|a| seen.insert((a.kind, a.detail.clone())));
     anomalies
 }
+
+/// The account key of a payment document's `purchaseRequestId`, read as [`payment`]
+/// reads it, even when the document is rejected for another field; `None` when the
+/// document or that field cannot be read.
+pub fn purchase_request_key(raw: &RawDocument) -> Option<String> {
+    let (doc, _, mut notes) = open(raw).ok()?;
+    doc.mixed(
+        "purchaseRequestId",
+        Collection::PurchaseRequests,
+        &mut notes,
+    )
+    .ok()
+    .flatten()
+    .map(|r| r.account_key())
+}

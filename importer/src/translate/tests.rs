@@ -260,6 +260,30 @@ fn mixed_references_of_a_payment() {
 }
 
 #[test]
+fn a_rejected_payment_still_names_its_purchase_request() {
+    let good = payment(&base_payment()).unwrap().0;
+    let key = good.terms.purchase_request.account_key();
+    let too_fine = with(base_payment(), "amount", "125.505");
+    assert_eq!(pay_reject(&too_fine), RejectCode::TooFine);
+    assert_eq!(purchase_request_key(&too_fine), Some(key.clone()));
+    let as_hex = with(
+        with(base_payment(), "amount", "x"),
+        "purchaseRequestId",
+        "65a1b2c3d4e5f60718290003",
+    );
+    assert_eq!(purchase_request_key(&as_hex), Some(key));
+    let template = with(base_payment(), "purchaseRequestId", "tmpl_8f2a");
+    assert_eq!(
+        purchase_request_key(&template).as_deref(),
+        Some("ext:tmpl_8f2a")
+    );
+    assert_eq!(
+        purchase_request_key(&without(&base_payment(), "purchaseRequestId")),
+        None
+    );
+}
+
+#[test]
 fn a_missing_created_at_comes_from_the_object_id() {
     let (p, source) = payment(&without(&base_payment(), "createdAt")).unwrap();
     assert_eq!(p.created_at, crate::legacy::object_id_time(oid(PAY)));
