@@ -62,7 +62,10 @@ pub async fn fold_payments(
         if let PaymentEvent::PaymentImported(e) = &event {
             folded.imported = Some(e.clone());
         }
-        folded.payment.apply(&event, occurred_at);
+        folded
+            .payment
+            .try_apply(&event, occurred_at)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         folded.payment.version = version;
         folded.min_held = folded.min_held.min(folded.payment.held);
     }

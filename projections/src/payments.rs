@@ -354,7 +354,12 @@ fn fold(payment: &mut Payment, extra: &mut Extra, e: &FeedEvent) -> Result<(), P
                 e.position
             ))
         })?;
-    payment.apply(&event, e.occurred_at);
+    payment.try_apply(&event, e.occurred_at).map_err(|err| {
+        halt(format!(
+            "event at position {} cannot be folded exactly: {err}",
+            e.position
+        ))
+    })?;
     payment.version = e.version;
     if let Some(terms) = payment
         .terms
