@@ -192,17 +192,19 @@ pub fn parse_positive_amount(asset: Asset, text: &str) -> Result<Decimal, MoneyE
 /// `a + b` exactly, or `None` when the sum does not fit `Decimal` without rounding.
 ///
 /// `Decimal`'s `+` panics past its 96-bit mantissa, and `checked_add` silently drops
-/// fractional digits when the integer part grows into them (a sum keeps the larger scale
-/// of its operands unless it had to round): money is refused rather than rounded.
+/// fractional digits when the integer part grows into them: money is refused rather than
+/// rounded. Exactness is proven by value (the sum less either operand gives back the
+/// other), not by scale: `rust_decimal` returns the other operand, with its own scale,
+/// when one side is zero, so `0.00 + 5` is an exact `5`.
 pub fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
-    a.checked_add(b)
-        .filter(|sum| sum.scale() >= a.scale().max(b.scale()))
+    let sum = a.checked_add(b)?;
+    (sum.checked_sub(b)? == a && sum.checked_sub(a)? == b).then_some(sum)
 }
 
 /// `a - b` exactly, or `None` (see [`exact_add`]).
 pub fn exact_sub(a: Decimal, b: Decimal) -> Option<Decimal> {
-    a.checked_sub(b)
-        .filter(|diff| diff.scale() >= a.scale().max(b.scale()))
+    let diff = a.checked_sub(b)?;
+    (diff.checked_add(b)? == a && a.checked_sub(diff)? == b).then_some(diff)
 }
 
 /// The exact sum of `amounts`, or `None` when a partial sum does not fit (see
@@ -318,5 +320,17 @@ mod tests {
             Some("0.03".to_owned())
         );
         assert_eq!(exact_sum([max, max]), None);
+    }
+
+    #[test]
+    fn a_zero_with_decimals_adds_exactly() {
+        // rust_decimal answers 0.00 + 5 with the `5` it was given (scale 0).
+        let zero = Decimal::new(0, 2);
+        let five = Decimal::from(5);
+        assert_eq!(exact_add(zero, five), Some(five));
+        assert_eq!(exact_add(five, zero), Some(five));
+        assert_eq!(exact_sub(zero, five), Some(-five));
+        assert_eq!(exact_sub(five, zero), Some(five));
+        assert_eq!(exact_sum([zero, five, zero]), Some(five));
     }
 }
