@@ -276,11 +276,29 @@ impl Run<'_> {
             let mut c = self.db.conn().await?;
             store::mark_domain(&mut c, domain.name(), false).await?;
         }
+        // Every collection of the domain is counted before the first pass and after the
+        // last: a pass only sees its own collection change while it reads it.
+        let mut totals = Vec::new();
+        for &collection in domain.collections() {
+            totals.push(self.legacy.count(collection.name(), None).await?);
+        }
         for &collection in domain.collections() {
             if self.opts.retry_rejects {
                 self.retry(collection).await?;
             } else {
                 self.pass(collection).await?;
+            }
+        }
+        for (&collection, before) in domain.collections().iter().zip(totals) {
+            let name = collection.name();
+            let after = self.legacy.count(name, None).await?;
+            let already = self.report.warnings.iter().any(|w| w.starts_with(name));
+            if after != before && !already {
+                let warning = format!(
+                    "{name}: {before} documents when the run started but {after} when it ended: LEGACY WRITERS ARE STILL RUNNING; stop them and run the import again"
+                );
+                tracing::warn!("{warning}");
+                self.report.warnings.push(warning);
             }
         }
         {

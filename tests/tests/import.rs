@@ -740,6 +740,69 @@ async fn event_rows(
     .expect("events")
 }
 
+/// A payment written while the entries pass runs is caught by the count of every
+/// collection at the end of the run, not only the collection being read.
+#[tokio::test]
+async fn a_payment_written_during_the_entries_pass_is_reported_loudly() {
+    let (mongo, name) = legacy_db("writers").await;
+    load_many(&mongo, 3000).await;
+    let db = TestDb::new().await;
+    let uri = mongo_uri();
+    let child = Command::new(binary())
+        .args([
+            "import",
+            "payments",
+            "--batch-size",
+            "20",
+            "--mongo-uri",
+            &uri,
+            "--mongo-db",
+            &name,
+        ])
+        .env("DATABASE_URL", &db.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn import");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: Option<i64> = sqlx::query_scalar(
+            "SELECT documents FROM legacy_import.checkpoints \
+             WHERE collection = 'fundsledgerentries'",
+        )
+        .fetch_optional(&db.admin)
+        .await
+        .expect("checkpoint");
+        assert!(Instant::now() < deadline, "the entries pass never started");
+        if done.unwrap_or(0) >= 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    insert(
+        &mongo,
+        "payments",
+        vec![payment_doc(99_999, "5", "USD", "pending", 1)],
+    )
+    .await;
+    let finished_entries: bool = sqlx::query_scalar(
+        "SELECT completed_at IS NOT NULL FROM legacy_import.checkpoints \
+         WHERE collection = 'fundsledgerentries'",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .expect("checkpoint");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = ok(&out);
+    assert!(!finished_entries, "the entries pass ended before the write");
+    assert!(
+        stdout.contains("payments: 3000 documents when the run started but 3001 when it ended: LEGACY WRITERS ARE STILL RUNNING"),
+        "{stdout}"
+    );
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn a_killed_run_resumes_to_exactly_the_events_of_an_uninterrupted_one() {
     let (mongo, name) = legacy_db("resume").await;

@@ -55,20 +55,29 @@ async fn bench_import_runs_end_to_end_and_prints_its_figures() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
-    for figure in [
-        "import time / plain scan",
-        "importer peak RSS (getrusage RUSAGE_CHILDREN ru_maxrss)",
-        "watermark lag, max of",
-        "watermark lag, p99",
+    // The ratio is printed with its verdict (missed on a 2-core machine, see README); the
+    // memory and lag targets must hold at this size too.
+    for (figure, must_meet) in [
+        ("import time / plain scan", false),
+        (
+            "importer peak RSS (getrusage RUSAGE_CHILDREN ru_maxrss)",
+            true,
+        ),
+        ("watermark lag, max of", true),
+        ("watermark lag, p99", true),
     ] {
         let line = stdout
             .lines()
             .find(|l| l.contains(figure))
             .unwrap_or_else(|| panic!("no {figure:?} figure in\n{stdout}"));
-        assert!(
-            line.ends_with("target met") || line.ends_with("target missed"),
-            "{line}"
-        );
+        if must_meet {
+            assert!(line.ends_with("target met"), "{line}\n{stdout}");
+        } else {
+            assert!(
+                line.ends_with("target met") || line.ends_with("target missed"),
+                "{line}"
+            );
+        }
     }
     // The generated history is consistent: the imported events hold together.
     let verify = Command::new(binary())

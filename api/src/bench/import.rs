@@ -26,8 +26,9 @@ use child::{ChildRun, Target};
 
 /// The import time may be at most this many times the plain scan's.
 const RATIO_TARGET: f64 = 1.5;
-/// The importer's peak resident set must stay under this many MiB.
-const RSS_TARGET_MIB: f64 = 200.0;
+/// The importer's peak resident set must stay under 200 MB (decimal megabytes, as the
+/// issue states it: 190.7 MiB).
+const RSS_TARGET_BYTES: u64 = 200_000_000;
 /// The watermark lag must stay under this.
 const LAG_TARGET: Duration = Duration::from_secs(1);
 
@@ -237,8 +238,8 @@ fn figures(ratio: f64, peak_kib: u64, seen: &live::LiveFigures) {
     verdict(
         "importer peak RSS (getrusage RUSAGE_CHILDREN ru_maxrss)",
         &format!("{rss_mib:.1} MiB"),
-        "< 200 MiB",
-        rss_mib < RSS_TARGET_MIB,
+        "< 200 MB",
+        peak_kib.saturating_mul(1024) < RSS_TARGET_BYTES,
     );
     let (max, p99) = (max_of(&seen.watermark), percentile(&seen.watermark, 99));
     verdict(
