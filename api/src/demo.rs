@@ -586,7 +586,11 @@ fn print_explore(base: &str, t: &DemoTokens, payment: Option<String>, dispute: O
         "    curl -s -H 'Authorization: Bearer {}' {base}/v1/reconciliation/trial-balance",
         t.finance
     );
-    println!("    curl -s {base}/readyz ; curl -s {base}/metrics | grep projection_lag ; curl -s {base}/openapi.json");
+    println!("    curl -s {base}/readyz ; curl -s {base}/metrics | grep projection_lag");
+    println!(
+        "    curl -s -H 'Authorization: Bearer {}' {base}/openapi.json",
+        t.finance
+    );
     println!("  SQL: the views of schema `finance` (docs/read-views.md), e.g.");
     println!("    SELECT provider, asset, sum(payments), sum(deposited), sum(fees) FROM finance.reconciliation_buckets GROUP BY 1, 2;");
 }

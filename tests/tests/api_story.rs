@@ -271,12 +271,17 @@ async fn roles_decide_who_may_post_what() {
         .post("/v1/payments", &server.tokens.coordinator, &body, None)
         .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
-    // Health and the OpenAPI document need no token.
+    // Health and metrics need no token; the OpenAPI document, like the rest, needs one.
     let (s, _, _) = server.send("GET", "/healthz", None, None, &[]).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _, ready) = server.send("GET", "/readyz", None, None, &[]).await;
     assert_eq!(s, StatusCode::OK, "{ready}");
-    let (s, _, doc) = server.send("GET", "/openapi.json", None, None, &[]).await;
+    let (s, _, refused) = server.send("GET", "/openapi.json", None, None, &[]).await;
+    assert_eq!(
+        (s, refused["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (s, doc) = server.get("/openapi.json", &server.tokens.finance).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
         doc["paths"]["/v1/payments/{id}/releases"]["post"].is_object(),
@@ -284,10 +289,15 @@ async fn roles_decide_who_may_post_what() {
     );
     let (s, _, metrics) = server.send("GET", "/metrics", None, None, &[]).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(
-        metrics.as_str().unwrap_or("").contains("commands_total"),
-        "{metrics}"
-    );
+    let text = metrics.as_str().unwrap_or("");
+    for series in [
+        "commands_total{command=\"create_payment\",outcome=\"accepted\"} ",
+        "http_requests_total{method=\"POST\",path=\"/v1/payments\",status=\"201\"} ",
+        "http_requests_total{method=\"GET\",path=\"/openapi.json\",status=\"401\"} 1\n",
+        "http_request_duration_seconds_count{method=\"POST\",path=\"/v1/payments\"} ",
+    ] {
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
     drop(server);
     db.drop_db().await;
 }

@@ -161,7 +161,10 @@ impl Modify for Contract {
 pub struct ApiDoc;
 
 /// Serves the document.
-pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+///
+/// Any role may read it; like every route but `/healthz`, `/readyz` and `/metrics`
+/// (`contract.md`), it needs a token.
+pub async fn serve(_caller: super::extract::Caller) -> Json<utoipa::openapi::OpenApi> {
     Json(document())
 }
 
