@@ -507,3 +507,33 @@ async fn the_openapi_headers_are_what_the_server_requires() {
     drop(server);
     db.drop_db().await;
 }
+
+/// `/readyz` answers 503 `migrations_pending` while the database lacks a migration the
+/// binary knows, and names it; the service keeps answering health checks meanwhile.
+#[tokio::test]
+async fn readyz_is_unavailable_while_a_migration_is_missing() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let (status, _, ready) = server.send("GET", "/readyz", None, None, &[]).await;
+    assert_eq!(status.as_u16(), 200, "{ready}");
+    let latest: i64 = sqlx::query_scalar(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations) \
+         RETURNING version",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let (status, _, ready) = server.send("GET", "/readyz", None, None, &[]).await;
+    assert_eq!(status.as_u16(), 503, "{ready}");
+    assert_eq!(ready["status"], "migrations_pending", "{ready}");
+    assert!(
+        ready["missing_migrations"]
+            .to_string()
+            .contains(&latest.to_string()),
+        "{ready}"
+    );
+    let (status, _, _) = server.send("GET", "/healthz", None, None, &[]).await;
+    assert_eq!(status.as_u16(), 200);
+    drop(server);
+    db.drop_db().await;
+}
