@@ -117,8 +117,8 @@ async fn an_id_taken_by_another_stream_type_is_refused_at_once_and_writes_nothin
             &format!("a deposit to a {what}'s id"),
             status.as_u16(),
             &body,
-            422,
-            "invalid_state",
+            404,
+            "not_found",
         );
     }
     let (status, body) = server
@@ -133,8 +133,8 @@ async fn an_id_taken_by_another_stream_type_is_refused_at_once_and_writes_nothin
         "a message to a payment's id as a dispute",
         status.as_u16(),
         &body,
-        422,
-        "invalid_state",
+        404,
+        "not_found",
     );
     assert_eq!(store_counts(&db.admin).await, before, "a refusal wrote");
     drop(server);

@@ -70,7 +70,7 @@ pub(super) async fn decide(
     check_shape(cmd)?;
     let a = &cmd.adjustment;
     if let Some(payment_id) = cmd.payment_id {
-        let payment = load_payment(conn, payment_id).await?;
+        let payment = load_payment(conn, payment_id, false).await?;
         if !payment.exists() {
             return Err(ApiError::NotFound(format!("no payment {payment_id}")));
         }

@@ -60,9 +60,13 @@ fn dispute_refusal(e: &DisputeError) -> ApiError {
 
 /// Loads a dispute's state and version; another type's stream under the id is refused
 /// (see [`super::load_payment`]).
-async fn load_dispute(conn: &mut PgConnection, id: Uuid) -> Result<Dispute, ApiError> {
+async fn load_dispute(
+    conn: &mut PgConnection,
+    id: Uuid,
+    creating: bool,
+) -> Result<Dispute, ApiError> {
     let events = store::read_stream(&mut *conn, id).await?;
-    check_stream_type(&events, id, dispute::STREAM_TYPE)?;
+    check_stream_type(&events, id, dispute::STREAM_TYPE, creating)?;
     Dispute::from_history(&events).map_err(|e| ApiError::Internal(e.into()))
 }
 
@@ -94,12 +98,12 @@ pub(super) async fn decide(
         | DisputeCommand::Status(id, _, _)
         | DisputeCommand::Resolve(id, _) => (*id, false),
     };
-    let state = load_dispute(conn, id).await?;
+    let state = load_dispute(conn, id, created).await?;
     let refuse = |e: DisputeError| dispute_refusal(&e);
     let mut appends = Vec::new();
     match command {
         DisputeCommand::Open(c) => {
-            let payment = load_payment(conn, c.payment_id).await?;
+            let payment = load_payment(conn, c.payment_id, false).await?;
             if !payment.exists() {
                 return Err(ApiError::NotFound(format!("no payment {}", c.payment_id)));
             }
@@ -131,7 +135,7 @@ pub(super) async fn decide(
                 let payment_id = state
                     .payment_id()
                     .ok_or_else(|| ApiError::NotFound("no such dispute".into()))?;
-                let payment = load_payment(conn, payment_id).await?;
+                let payment = load_payment(conn, payment_id, false).await?;
                 let unfrozen = payment
                     .unfreeze(id, *status)
                     .map_err(|e| payment_refusal(&e))?;
@@ -145,7 +149,7 @@ pub(super) async fn decide(
             let payment_id = state
                 .payment_id()
                 .ok_or_else(|| ApiError::NotFound("no such dispute".into()))?;
-            let payment = load_payment(conn, payment_id).await?;
+            let payment = load_payment(conn, payment_id, false).await?;
             let resolved = events.iter().find_map(|e| match e {
                 dispute::DisputeEvent::DisputeResolved(r) => Some(r),
                 _ => None,

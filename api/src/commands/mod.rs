@@ -415,34 +415,41 @@ pub fn refusal(kind: RefusalKind, message: String) -> ApiError {
 ///
 /// A stream of another type under the id (a dispute, an adjustment, an imported entry) is
 /// not an empty payment: a creation decided on it would append with `NoStream`, conflict
-/// with the existing stream on every retry and end in a 409, and any other command would
-/// read it as "no payment". It is refused at once instead.
+/// with the existing stream on every retry and end in a 409. So the id is refused at once:
+/// as taken (`invalid_state`) when `creating`, else as no such payment (`not_found`).
 ///
 /// # Errors
-/// [`ApiError::InvalidState`] when the id is another type's stream, a database fault, or
-/// an event that no longer decodes.
+/// [`ApiError::InvalidState`] or [`ApiError::NotFound`] when the id is another type's
+/// stream, a database fault, or an event that no longer decodes.
 pub async fn load_payment(
     conn: &mut PgConnection,
     id: Uuid,
+    creating: bool,
 ) -> Result<ledger::payment::Payment, ApiError> {
     let events = store::read_stream(&mut *conn, id).await?;
-    check_stream_type(&events, id, ledger::payment::STREAM_TYPE)?;
+    check_stream_type(&events, id, ledger::payment::STREAM_TYPE, creating)?;
     ledger::payment::Payment::from_history(&events).map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// Refuses a stream whose events are of another stream type than `wanted`: the id is
-/// taken by something else.
+/// Refuses a stream whose events are of another stream type than `wanted`: when
+/// `creating`, the id is taken (`invalid_state`); otherwise there is no `wanted` under
+/// it (`not_found`, as for an id never used).
 ///
 /// # Errors
-/// [`ApiError::InvalidState`].
+/// [`ApiError::InvalidState`], [`ApiError::NotFound`].
 pub fn check_stream_type(
     events: &[ledger::event::RecordedEvent],
     id: Uuid,
     wanted: &str,
+    creating: bool,
 ) -> Result<(), ApiError> {
     match events.first() {
-        Some(e) if e.stream_type != wanted => Err(ApiError::InvalidState(format!(
+        Some(e) if e.stream_type != wanted && creating => Err(ApiError::InvalidState(format!(
             "id {id} is taken: it is a {} stream, not a {wanted}",
+            e.stream_type
+        ))),
+        Some(e) if e.stream_type != wanted => Err(ApiError::NotFound(format!(
+            "no {wanted} {id}: that id is a {} stream",
             e.stream_type
         ))),
         _ => Ok(()),

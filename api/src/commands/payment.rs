@@ -62,7 +62,8 @@ pub(super) async fn decide(
         | PaymentCommand::Payout(id, _)
         | PaymentCommand::Cancel(id, _) => *id,
     };
-    let payment = load_payment(conn, id).await?;
+    let creating = matches!(command, PaymentCommand::Create(_));
+    let payment = load_payment(conn, id, creating).await?;
     let mut occurred_at = ctx.now;
     let mut deposit_reference = None;
     let decided = match command {
