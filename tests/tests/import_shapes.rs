@@ -567,6 +567,14 @@ async fn refunds_fees_payouts_adjustments_and_the_rejects_import_and_project_as_
     .map(|(n, k)| (hex(n), vec![k.to_owned()]))
     .collect();
     assert_eq!(anomalies_of(&report), expected, "{report:#}");
+    // An entry of a rejected payment is listed with the reason its payment was rejected.
+    let why = report["anomalies"]["entry_of_rejected_payment"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("missing_field") && why.contains("sellerId"),
+        "{why}"
+    );
 
     // The events: each payment's import then its entries, in `_id` order.
     let entry = "LedgerEntryImported";
