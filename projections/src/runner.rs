@@ -115,20 +115,29 @@ pub struct CatchUp {
     pub checkpoint: FeedPosition,
 }
 
-/// Runs every projector until it has nothing left to read, and returns.
+/// Runs every projector until it has applied every event committed before the call, and
+/// returns. An event the feed still holds back (an older transaction of the cluster, in
+/// any database, is open) is waited for, up to five minutes: a caller such as
+/// `import verify` then finds the projections complete.
 ///
 /// # Errors
 /// [`ProjectionError::Halted`] for the first projector found halted (the others still
-/// caught up), or a database error.
+/// caught up) or held back too long, or a database error.
 pub async fn catch_up(
     pool: &PgPool,
     settings: &RunnerSettings,
 ) -> Result<Vec<CatchUp>, ProjectionError> {
+    // Every event committed by now is applied before returning, even one the feed still
+    // holds back behind an older transaction of the cluster (it becomes readable when
+    // that transaction ends).
+    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0)::int8 FROM events")
+        .fetch_one(pool)
+        .await?;
     let mut set = JoinSet::new();
     for &projection in &settings.projections {
         let pool = pool.clone();
         let batch = settings.batch_size;
-        set.spawn(async move { catch_up_one(&pool, projection, batch).await });
+        set.spawn(async move { catch_up_one(&pool, projection, batch, head).await });
     }
     let mut done = Vec::new();
     let mut first_error = None;
@@ -153,16 +162,46 @@ pub async fn catch_up(
     Ok(done)
 }
 
+/// How long a catch-up waits for events committed before it started that the feed holds
+/// back behind a transaction still open elsewhere in the cluster.
+const HELD_BACK_WAIT: Duration = Duration::from_mins(5);
+
 async fn catch_up_one(
     pool: &PgPool,
     projection: Projection,
     batch_size: i64,
+    head: i64,
 ) -> Result<CatchUp, ProjectionError> {
     let mut events = 0_u64;
+    let started = std::time::Instant::now();
+    let mut told = false;
     loop {
         match step(pool, projection, batch_size).await? {
             Step::Applied { events: n, .. } => events += n as u64,
-            Step::Idle => break,
+            Step::Idle => {
+                let waiting = held_back(pool, projection, head).await?;
+                if waiting == 0 {
+                    break;
+                }
+                if started.elapsed() > HELD_BACK_WAIT {
+                    return Err(ProjectionError::halt(
+                        projection.name(),
+                        format!(
+                            "{waiting} events committed before the catch-up began are still held back \
+                             after {HELD_BACK_WAIT:?} by a transaction open elsewhere in the cluster"
+                        ),
+                    ));
+                }
+                if !told {
+                    told = true;
+                    tracing::info!(
+                        projector = %projection,
+                        events = waiting,
+                        "waiting for events held back behind an older transaction still open"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             Step::Busy => tokio::time::sleep(Duration::from_millis(20)).await,
             Step::Halted(reason) => {
                 return Err(ProjectionError::Halted {
@@ -178,6 +217,20 @@ async fn catch_up_one(
         events,
         checkpoint,
     })
+}
+
+/// The events at or below `head` that `projection` has not applied: committed, but beyond
+/// its checkpoint in feed order.
+async fn held_back(pool: &PgPool, projection: Projection, head: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events e, projection.projector_state s \
+         WHERE s.projector = $1 AND e.position <= $2 \
+           AND (e.tx_id, e.position) > (s.checkpoint_tx::text::xid8, s.checkpoint_position)",
+    )
+    .bind(projection.name())
+    .bind(head)
+    .fetch_one(pool)
+    .await
 }
 
 /// Runs the projectors until `shutdown` turns true: each in its own task, woken by the
