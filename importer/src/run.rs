@@ -582,24 +582,26 @@ impl Run<'_> {
             };
             let hex = &p.source.object_id;
             let mut anomalies = placed.anomalies.clone();
-            for other in duplicates_of(&p, &candidates) {
-                anomalies.push(duplicate_anomaly(
-                    &p,
-                    &other.source.object_id,
-                    other.created_at,
-                ));
-            }
-            for other in earlier_duplicates(&p, &earlier) {
-                anomalies.push(duplicate_anomaly(&p, &other.object_id, other.created_at));
-                if other.imported {
+            // The copies, this batch's and earlier batches', named in `_id` order whatever
+            // order the lookup returned them in: a resumed run words the detail the same.
+            let mut copies: Vec<(&str, chrono::DateTime<Utc>, bool)> =
+                duplicates_of(&p, &candidates)
+                    .into_iter()
+                    .map(|o| (o.source.object_id.as_str(), o.created_at, false))
+                    .chain(
+                        earlier_duplicates(&p, &earlier)
+                            .into_iter()
+                            .map(|o| (o.object_id.as_str(), o.created_at, o.imported)),
+                    )
+                    .collect();
+            copies.sort_by(|a, b| a.0.cmp(b.0));
+            copies.dedup_by(|a, b| a.0 == b.0);
+            for (other, at, written_earlier) in copies {
+                anomalies.push(duplicate_anomaly(&p, other, at));
+                if written_earlier {
                     // The earlier entry was written before this one was read: list it now.
-                    let back = duplicate_anomaly(&p, hex, other.created_at);
-                    push_anomalies(
-                        write,
-                        Collection::FundsLedgerEntries,
-                        &other.object_id,
-                        vec![back],
-                    );
+                    let back = duplicate_anomaly(&p, hex, at);
+                    push_anomalies(write, Collection::FundsLedgerEntries, other, vec![back]);
                 }
             }
             let e = &placed.event;
