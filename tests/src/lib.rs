@@ -1,6 +1,7 @@
 //! The end-to-end test harness: a fresh PostgreSQL database per test (migrated by the real
 //! binary), the binary's path, and helpers to run it. Tests talk to a real PostgreSQL.
 
+pub mod legacy;
 pub mod server;
 
 use std::path::PathBuf;

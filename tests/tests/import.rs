@@ -5,50 +5,20 @@
 //! chrono's range cannot be stored through the server (it normalizes or refuses them):
 //! those traps are unit-tested on raw bytes in `importer`.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
 use bson::{doc, rawdoc, Decimal128, RawBson, RawDocumentBuf};
 use chrono::{TimeZone, Utc};
+use e2e::legacy::{import, insert, legacy_db, mongo_uri, ok};
 use e2e::{binary, TestDb};
 use ledger::payment::{Payment, PaymentStatus};
 use ledger::store::read_stream;
-use mongodb::{Client, Database};
+use mongodb::Database;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use uuid::Uuid;
-
-fn mongo_uri() -> String {
-    std::env::var("TEST_MONGO_URI").unwrap_or_else(|_| {
-        panic!(
-            "TEST_MONGO_URI is not set: the importer's tests need the MongoDB-wire server. \
-             Run them through scripts/test.sh (which starts secantusd-py), or set \
-             TEST_MONGO_URI=mongodb://host:port"
-        )
-    })
-}
-
-/// A fresh, empty legacy database of its own for one test.
-async fn legacy_db(tag: &str) -> (Database, String) {
-    let client = Client::with_uri_str(mongo_uri())
-        .await
-        .expect("connect to MongoDB");
-    let name = format!("legacy_{tag}_{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let db = client.database(&name);
-    db.drop().await.expect("drop legacy db");
-    (db, name)
-}
-
-async fn insert(db: &Database, collection: &str, docs: Vec<RawDocumentBuf>) {
-    if docs.is_empty() {
-        return;
-    }
-    db.collection::<RawDocumentBuf>(collection)
-        .insert_many(docs)
-        .await
-        .expect("insert legacy documents");
-}
 
 fn oid(n: u32) -> ObjectId {
     ObjectId::parse_str(format!("65a1b2c3d4e5f607{n:08x}")).expect("oid")
@@ -61,29 +31,6 @@ fn at(day: u32, minute: u32) -> bson::DateTime {
             .expect("date")
             .timestamp_millis(),
     )
-}
-
-fn import(db: &TestDb, mongo_db: &str, args: &[&str]) -> Output {
-    let mut all = vec!["import"];
-    all.extend_from_slice(args);
-    let uri = mongo_uri();
-    all.extend_from_slice(&["--mongo-uri", &uri, "--mongo-db", mongo_db]);
-    Command::new(binary())
-        .args(&all)
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .expect("run escrow-ledger import")
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn payment_uuid(o: ObjectId) -> Uuid {

@@ -8,19 +8,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use e2e::legacy::mongo_uri;
 use e2e::{binary, TestDb};
 use mongodb::Client;
 use uuid::Uuid;
-
-fn mongo_uri() -> String {
-    std::env::var("TEST_MONGO_URI").unwrap_or_else(|_| {
-        panic!(
-            "TEST_MONGO_URI is not set: the import benchmark needs the MongoDB-wire server. \
-             Run the tests through scripts/test.sh (which starts secantusd-py), or set \
-             TEST_MONGO_URI=mongodb://host:port"
-        )
-    })
-}
 
 #[tokio::test]
 async fn bench_import_runs_end_to_end_and_prints_its_figures() {
