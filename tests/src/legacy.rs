@@ -2,10 +2,13 @@
 //! starts (`TEST_MONGO_URI`), a fresh legacy database per test, and the real binary's
 //! `import` subcommands run against it.
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use bson::RawDocumentBuf;
+use chrono::{DateTime, Utc};
 use mongodb::{Client, Database};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{binary, TestDb};
@@ -80,4 +83,62 @@ pub fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Starts `escrow-ledger import <args>` on `db` in the background (stderr discarded), for
+/// a test that kills it or writes to MongoDB while it runs.
+///
+/// # Panics
+/// When the binary cannot be started.
+pub fn spawn_import(db: &TestDb, args: &[&str], stdout: Stdio) -> Child {
+    Command::new(binary())
+        .arg("import")
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn import")
+}
+
+/// Waits until `collection`'s import checkpoint counts at least `documents`, or `within`
+/// has passed (the caller then finds the run finished, or not started, and says so).
+///
+/// # Panics
+/// When the checkpoint cannot be read.
+pub async fn wait_for_checkpoint(db: &TestDb, collection: &str, documents: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let done: Option<i64> = sqlx::query_scalar(
+            "SELECT documents FROM legacy_import.checkpoints WHERE collection = $1",
+        )
+        .bind(collection)
+        .fetch_optional(&db.admin)
+        .await
+        .expect("checkpoint");
+        if done.unwrap_or(0) >= documents || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// An event as two imports of the same documents must agree on it: id, stream, version,
+/// type, payload, `occurred_at`, and its postings as `[[account, amount], ...]`.
+pub type EventRow = (Uuid, Uuid, i64, String, Value, DateTime<Utc>, Value);
+
+/// Every event of `db` with its postings, in event id order.
+///
+/// # Panics
+/// When the store cannot be read.
+pub async fn event_rows(db: &TestDb) -> Vec<EventRow> {
+    sqlx::query_as(
+        "SELECT e.event_id, e.stream_id, e.version, e.event_type, e.payload, e.occurred_at, \
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(p.account, p.amount::text) ORDER BY p.leg), '[]') \
+              FROM postings p WHERE p.position = e.position) \
+         FROM events e ORDER BY e.event_id",
+    )
+    .fetch_all(&db.admin)
+    .await
+    .expect("events")
 }

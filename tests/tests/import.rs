@@ -5,14 +5,16 @@
 //! chrono's range cannot be stored through the server (it normalizes or refuses them):
 //! those traps are unit-tested on raw bytes in `importer`.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use bson::oid::ObjectId;
 use bson::{doc, rawdoc, Decimal128, RawBson, RawDocumentBuf};
 use chrono::{TimeZone, Utc};
-use e2e::legacy::{import, insert, legacy_db, mongo_uri, ok};
-use e2e::{binary, TestDb};
+use e2e::legacy::{
+    event_rows, import, insert, legacy_db, mongo_uri, ok, spawn_import, wait_for_checkpoint,
+};
+use e2e::TestDb;
 use ledger::payment::{Payment, PaymentStatus};
 use ledger::store::read_stream;
 use mongodb::Database;
@@ -673,20 +675,6 @@ async fn load_many(db: &Database, n: u32) {
     insert(db, "fundsledgerentries", entries).await;
 }
 
-async fn event_rows(
-    db: &TestDb,
-) -> Vec<(Uuid, Uuid, i64, String, Value, chrono::DateTime<Utc>, Value)> {
-    sqlx::query_as(
-        "SELECT e.event_id, e.stream_id, e.version, e.event_type, e.payload, e.occurred_at, \
-           (SELECT coalesce(jsonb_agg(jsonb_build_array(p.account, p.amount::text) ORDER BY p.leg), '[]') \
-              FROM postings p WHERE p.position = e.position) \
-         FROM events e ORDER BY e.event_id",
-    )
-    .fetch_all(&db.admin)
-    .await
-    .expect("events")
-}
-
 /// A payment written while the entries pass runs is caught by the count of every
 /// collection at the end of the run, not only the collection being read.
 #[tokio::test]
@@ -694,38 +682,20 @@ async fn a_payment_written_during_the_entries_pass_is_reported_loudly() {
     let (mongo, name) = legacy_db("writers").await;
     load_many(&mongo, 3000).await;
     let db = TestDb::new().await;
-    let uri = mongo_uri();
-    let child = Command::new(binary())
-        .args([
-            "import",
+    let child = spawn_import(
+        &db,
+        &[
             "payments",
             "--batch-size",
             "20",
             "--mongo-uri",
-            &uri,
+            &mongo_uri(),
             "--mongo-db",
             &name,
-        ])
-        .env("DATABASE_URL", &db.url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn import");
-    let deadline = Instant::now() + Duration::from_mins(1);
-    loop {
-        let done: Option<i64> = sqlx::query_scalar(
-            "SELECT documents FROM legacy_import.checkpoints \
-             WHERE collection = 'fundsledgerentries'",
-        )
-        .fetch_optional(&db.admin)
-        .await
-        .expect("checkpoint");
-        assert!(Instant::now() < deadline, "the entries pass never started");
-        if done.unwrap_or(0) >= 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        ],
+        Stdio::piped(),
+    );
+    wait_for_checkpoint(&db, "fundsledgerentries", 100, Duration::from_mins(1)).await;
     insert(
         &mongo,
         "payments",
@@ -761,33 +731,12 @@ async fn a_killed_run_resumes_to_exactly_the_events_of_an_uninterrupted_one() {
     let killed = TestDb::new().await;
     // This run names its database in the URI alone (no --mongo-db), as operators write it.
     let uri = format!("{}/{name}", mongo_uri().trim_end_matches('/'));
-    let mut child = Command::new(binary())
-        .args([
-            "import",
-            "payments",
-            "--batch-size",
-            "20",
-            "--mongo-uri",
-            &uri,
-        ])
-        .env("DATABASE_URL", &killed.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn import");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let done: Option<i64> = sqlx::query_scalar(
-            "SELECT documents FROM legacy_import.checkpoints WHERE collection = 'payments'",
-        )
-        .fetch_optional(&killed.admin)
-        .await
-        .expect("checkpoint");
-        if done.unwrap_or(0) >= 400 || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let mut child = spawn_import(
+        &killed,
+        &["payments", "--batch-size", "20", "--mongo-uri", &uri],
+        Stdio::null(),
+    );
+    wait_for_checkpoint(&killed, "payments", 400, Duration::from_secs(20)).await;
     let still_running = child.try_wait().expect("wait").is_none();
     child.kill().expect("kill");
     let _ = child.wait();

@@ -7,14 +7,16 @@
 //! events, rejects and anomalies of an uninterrupted run.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use bson::oid::ObjectId;
 use bson::{rawdoc, Decimal128, RawBson, RawDocumentBuf};
 use chrono::{TimeZone, Utc};
-use e2e::legacy::{import, insert, legacy_db, mongo_uri, ok};
-use e2e::{binary, TestDb};
+use e2e::legacy::{
+    event_rows, import, insert, legacy_db, mongo_uri, ok, spawn_import, wait_for_checkpoint,
+};
+use e2e::TestDb;
 use importer::ids::Collection;
 use mongodb::Database;
 use rust_decimal::Decimal;
@@ -869,21 +871,6 @@ async fn load_many(db: &Database) -> (usize, usize) {
     counts
 }
 
-/// Every event (id, stream, version, type, payload) with its postings, in id order.
-type EventRow = (Uuid, Uuid, i64, String, Value, Value);
-
-async fn event_rows(db: &TestDb) -> Vec<EventRow> {
-    sqlx::query_as(
-        "SELECT e.event_id, e.stream_id, e.version, e.event_type, e.payload, \
-           (SELECT coalesce(jsonb_agg(jsonb_build_array(p.account, p.amount::text) ORDER BY p.leg), '[]') \
-              FROM postings p WHERE p.position = e.position) \
-         FROM events e ORDER BY e.event_id",
-    )
-    .fetch_all(&db.admin)
-    .await
-    .expect("events")
-}
-
 async fn reject_rows(db: &TestDb) -> Vec<(String, String, String)> {
     sqlx::query_as("SELECT collection, object_id, code FROM legacy_import.rejects ORDER BY 1, 2, 3")
         .fetch_all(&db.admin)
@@ -903,37 +890,20 @@ async fn anomaly_rows(db: &TestDb) -> Vec<(String, String, String, String)> {
 /// Starts `import <domain> --batch-size 50`, waits until `collection`'s checkpoint has
 /// passed `documents`, SIGKILLs it, and checks it died in the middle of that pass.
 async fn kill_during(db: &TestDb, mongo_db: &str, domain: &str, collection: &str, documents: i64) {
-    let uri = mongo_uri();
-    let mut child = Command::new(binary())
-        .args([
-            "import",
+    let mut child = spawn_import(
+        db,
+        &[
             domain,
             "--batch-size",
             "50",
             "--mongo-uri",
-            &uri,
+            &mongo_uri(),
             "--mongo-db",
             mongo_db,
-        ])
-        .env("DATABASE_URL", &db.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn import");
-    let deadline = Instant::now() + Duration::from_mins(2);
-    loop {
-        let done: Option<i64> = sqlx::query_scalar(
-            "SELECT documents FROM legacy_import.checkpoints WHERE collection = $1",
-        )
-        .bind(collection)
-        .fetch_optional(&db.admin)
-        .await
-        .expect("checkpoint");
-        if done.unwrap_or(0) >= documents || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        ],
+        Stdio::null(),
+    );
+    wait_for_checkpoint(db, collection, documents, Duration::from_mins(2)).await;
     let still_running = child.try_wait().expect("wait").is_none();
     // SIGKILL: no chance to finish the batch in hand or to clean up.
     child.kill().expect("kill");
