@@ -172,11 +172,9 @@ async fn run_import(pool: &sqlx::PgPool, domain: Domain, a: RunArgs) -> anyhow::
         } else {
             ProgressMode::Auto
         },
+        report_file: a.report,
     };
     let report = importer::import(pool, &opts).await?;
     print!("{}", report.to_text());
-    if let Some(path) = &a.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-    }
     Ok(ExitCode::SUCCESS)
 }

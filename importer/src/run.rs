@@ -7,11 +7,13 @@
 //! real one's. `--retry-rejects` reads the open rejects again by `_id`.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bson::oid::ObjectId;
 use bson::RawDocumentBuf;
 use chrono::Utc;
+use futures::TryStreamExt;
 use ledger::event::{Actor, Metadata, NewEvent};
 use ledger::payment::{EntryKind, EntryPlacement, PaymentCreated, PaymentEvent, STREAM_TYPE};
 use ledger::posting::transfer;
@@ -27,7 +29,7 @@ use crate::ids::{event_id, Collection};
 use crate::legacy::{ejson, AnomalyKind, Reject, RejectCode};
 use crate::mongo::{Legacy, MongoError};
 use crate::progress::{Progress, ProgressMode};
-use crate::report::{CollectionReport, Report};
+use crate::report::{CollectionReport, JsonLists, Report, SAMPLE};
 use crate::store::{self, AnomalyRow, BatchWrite, DepositRef, IdMapRow, RejectRow, StoreFailure};
 use crate::translate::{
     duplicates_of, finish_dispute, parse_dispute, parse_entry, payment, place_entry,
@@ -78,6 +80,10 @@ pub struct ImportOptions {
     pub retry_rejects: bool,
     /// How to show progress.
     pub progress: ProgressMode,
+    /// Where to write the JSON report (`--report FILE`): every rejected document and
+    /// every anomaly, streamed from the tables at the end of the run (a dry run's before
+    /// its transaction is rolled back).
+    pub report_file: Option<PathBuf>,
 }
 
 /// Why a run stopped.
@@ -92,6 +98,14 @@ pub enum ImportError {
     /// The run may not start (disputes before payments, ...).
     #[error("{0}")]
     Refused(String),
+    /// The JSON report could not be written (the import itself is done).
+    #[error("could not write the report to {path}: {source}")]
+    Report {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl From<sqlx::Error> for ImportError {
@@ -255,6 +269,9 @@ pub async fn import(pool: &PgPool, opts: &ImportOptions) -> Result<Report, Impor
     run.go().await?;
     run.report.finished_at = Some(Utc::now());
     run.report.seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = &opts.report_file {
+        run.write_report(path).await?;
+    }
     if let Db::Dry(tx) = run.db {
         tx.rollback().await?;
     }
@@ -840,43 +857,60 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Fills the report's lists from the tables: complete across resumed runs.
-    async fn fill_lists(&mut self) -> Result<(), ImportError> {
-        let names: Vec<&str> = self
+    /// The collections whose rejects and anomalies belong in this run's report.
+    fn listed_collections(&self) -> Vec<&'static str> {
+        let mut names: Vec<&str> = self
             .opts
             .domain
             .collections()
             .iter()
             .map(|c| c.name())
             .collect();
-        let mut names = names;
         if self.opts.domain == Domain::Disputes {
             names.push(Collection::Payments.name());
         }
+        names
+    }
+
+    /// Fills the report's counts and samples from the tables: complete across resumed
+    /// runs, and of bounded size (the full lists go to the JSON file, [`Run::write_report`]).
+    async fn fill_lists(&mut self) -> Result<(), ImportError> {
+        let names = self.listed_collections();
         let mut c = self.db.conn().await?;
-        let rejects: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
-            "SELECT collection, object_id, code, field, reason FROM legacy_import.rejects \
-             WHERE collection = ANY($1) AND resolved_at IS NULL ORDER BY collection, object_id",
-        )
-        .bind(&names)
-        .fetch_all(&mut *c)
-        .await?;
-        let anomalies: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT collection, object_id, kind, detail FROM legacy_import.anomalies \
-             WHERE collection = ANY($1) ORDER BY kind, collection, object_id",
-        )
-        .bind(&names)
-        .fetch_all(&mut *c)
-        .await?;
+        let rejected =
+            store::listed_sample(&mut c, store::Listing::Rejects, &names, SAMPLE).await?;
+        let anomalies =
+            store::listed_sample(&mut c, store::Listing::Anomalies, &names, SAMPLE).await?;
         drop(c);
-        self.report.rejected.clear();
-        self.report.anomalies.clear();
-        for (collection, object_id, code, _field, reason) in rejects {
-            self.report.reject(&code, &collection, &object_id, &reason);
+        (self.report.rejected_counts, self.report.rejected) = rejected;
+        (self.report.anomaly_counts, self.report.anomalies) = anomalies;
+        Ok(())
+    }
+
+    /// Writes the JSON report to `path`, every listed id streamed from the tables.
+    async fn write_report(&mut self, path: &Path) -> Result<(), ImportError> {
+        let failed = |source: std::io::Error| ImportError::Report {
+            path: path.to_owned(),
+            source,
+        };
+        let names = self.listed_collections();
+        let file = std::fs::File::create(path).map_err(failed)?;
+        let mut json =
+            JsonLists::start(std::io::BufWriter::new(file), &self.report).map_err(failed)?;
+        let mut c = self.db.conn().await?;
+        for (name, listing) in [
+            ("rejected", store::Listing::Rejects),
+            ("anomalies", store::Listing::Anomalies),
+        ] {
+            json.begin(name).map_err(failed)?;
+            let mut rows = store::listed(&mut c, listing, &names);
+            while let Some((key, item)) = rows.try_next().await? {
+                json.item(&key, &item).map_err(failed)?;
+            }
+            drop(rows);
+            json.end().map_err(failed)?;
         }
-        for (collection, object_id, kind, detail) in anomalies {
-            self.report.anomaly(&kind, &collection, &object_id, &detail);
-        }
+        json.finish().map_err(failed)?;
         Ok(())
     }
 }

@@ -758,3 +758,97 @@ async fn a_killed_run_resumes_to_exactly_the_events_of_an_uninterrupted_one() {
     whole.drop_db().await;
     killed.drop_db().await;
 }
+
+fn report_of(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("report")).expect("json")
+}
+
+/// More rejects and anomalies than a run keeps in memory: the text counts all and lists a
+/// sample, the JSON file lists every id (streamed from the tables), in a dry run too.
+#[tokio::test]
+async fn the_report_file_lists_every_id_past_the_sample() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("report").await;
+    let sample = importer::report::SAMPLE;
+    let mut payments = Vec::new();
+    // Not a number: rejected.
+    for n in 0..sample + 7 {
+        payments.push(payment_doc(
+            200 + u32::try_from(n).expect("n"),
+            f64::NAN,
+            "USD",
+            "funded",
+            9,
+        ));
+    }
+    // Released with nothing deposited: imported, status disagreeing with the money.
+    for n in 0..sample + 12 {
+        payments.push(payment_doc(
+            400 + u32::try_from(n).expect("n"),
+            "10.00",
+            "USD",
+            "released",
+            9,
+        ));
+    }
+    insert(&mongo, "payments", payments).await;
+
+    let dry_path = std::env::temp_dir().join(format!("import-dry-{}.json", Uuid::new_v4()));
+    let live_path = std::env::temp_dir().join(format!("import-{}.json", Uuid::new_v4()));
+    let dry_arg = dry_path.to_string_lossy().into_owned();
+    let live_arg = live_path.to_string_lossy().into_owned();
+    let dry_text = ok(&import(
+        &db,
+        &name,
+        &[
+            "payments",
+            "--dry-run",
+            "--batch-size",
+            "5",
+            "--report",
+            &dry_arg,
+        ],
+    ));
+    assert_eq!(event_count(&db).await, 0, "a dry run writes nothing");
+    let text = ok(&import(
+        &db,
+        &name,
+        &["payments", "--batch-size", "5", "--report", &live_arg],
+    ));
+    assert!(
+        text.contains(&format!("  not_a_number: {}\n", sample + 7)),
+        "{text}"
+    );
+    assert!(text.contains("    ... 7 more"), "{text}");
+    assert!(
+        text.contains(&format!("  status_disagreement: {}\n", sample + 12)),
+        "{text}"
+    );
+    assert!(text.contains("    ... 12 more"), "{text}");
+    assert!(
+        dry_text.contains(&format!("  not_a_number: {}\n", sample + 7)),
+        "{dry_text}"
+    );
+
+    let live = report_of(&live_path);
+    let dry = report_of(&dry_path);
+    let expected: Vec<String> = (0..sample + 7)
+        .map(|n| oid(200 + u32::try_from(n).expect("n")).to_hex())
+        .collect();
+    assert_eq!(ids_of(&live, "rejected", "not_a_number"), expected);
+    assert_eq!(live["rejected_counts"]["not_a_number"], sample + 7);
+    assert_eq!(
+        ids_of(&live, "anomalies", "status_disagreement").len(),
+        sample + 12
+    );
+    assert_eq!(live["anomaly_counts"]["status_disagreement"], sample + 12);
+    assert_eq!(
+        live["rejected"], dry["rejected"],
+        "the dry run lists what the run does"
+    );
+    assert_eq!(live["anomalies"], dry["anomalies"]);
+    assert_eq!(live["mode"], "import");
+    assert_eq!(dry["dry_run"], true);
+    let _ = std::fs::remove_file(&dry_path);
+    let _ = std::fs::remove_file(&live_path);
+}
