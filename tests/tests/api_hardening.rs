@@ -537,3 +537,122 @@ async fn readyz_is_unavailable_while_a_migration_is_missing() {
     drop(server);
     db.drop_db().await;
 }
+
+/// Runs one statement on the cluster's maintenance database (not the test database).
+async fn on_cluster(sql: &str) {
+    let server = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&e2e::admin_url())
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&server).await.unwrap();
+    server.close().await;
+}
+
+/// The database going away under a running server (its connections killed, new ones
+/// refused): commands and queries answer 503 `unavailable` with `Retry-After`, never a
+/// 500; `/readyz` says 503; `/healthz` still answers; once the database is back the same
+/// server serves again, without a restart, its projectors follow again, and nothing was
+/// half-written.
+#[tokio::test]
+async fn a_database_outage_answers_503_and_the_server_recovers_without_a_restart() {
+    let db = TestDb::new().await;
+    // With its projectors: they must ride the outage out too.
+    let server = Server::start(&db, &[]);
+    let coord = server.tokens.coordinator.clone();
+    let id = accepted(
+        &server,
+        "/v1/payments",
+        &coord,
+        &payment_body(None, "10.00"),
+    )
+    .await;
+    let before = store_counts(&db.admin).await;
+
+    let outage = format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name);
+    on_cluster(&outage).await;
+    on_cluster(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+        db.name
+    ))
+    .await;
+
+    let deposit = json!({"amount": "10.00", "reference": "ch_outage"});
+    let path = format!("/v1/payments/{id}/deposits");
+    for attempt in 0..3 {
+        let (status, headers, body) = server
+            .send(
+                "POST",
+                &path,
+                Some(&coord),
+                Some(&deposit.to_string()),
+                &[("idempotency-key", "outage-1")],
+            )
+            .await;
+        assert_problem(
+            &format!("deposit {attempt}"),
+            status.as_u16(),
+            &body,
+            503,
+            "unavailable",
+        );
+        assert!(headers.contains_key("retry-after"), "{headers:?}");
+    }
+    let (status, body) = server
+        .post(
+            "/v1/payments",
+            &coord,
+            &payment_body(None, "5.00"),
+            Some(&key()),
+        )
+        .await;
+    assert_problem("create", status.as_u16(), &body, 503, "unavailable");
+    let (status, body) = server
+        .get(&format!("/v1/payments/{id}/events"), &coord)
+        .await;
+    assert_problem("audit trail", status.as_u16(), &body, 503, "unavailable");
+    let (status, _, _) = server.send("GET", "/readyz", None, None, &[]).await;
+    assert_eq!(status.as_u16(), 503, "readyz during the outage");
+    let (status, _, _) = server.send("GET", "/healthz", None, None, &[]).await;
+    assert_eq!(status.as_u16(), 200, "healthz: the process is alive");
+
+    on_cluster(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+        db.name
+    ))
+    .await;
+    // The same request, retried with its key once the database is back: applied once.
+    let mut answer = None;
+    for _ in 0..100 {
+        let (status, body) = server.post(&path, &coord, &deposit, Some("outage-1")).await;
+        if status.as_u16() != 503 {
+            answer = Some((status, body));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, body) = answer.expect("the server serves again once the database is back");
+    assert_eq!(status.as_u16(), 200, "{body}");
+    let (status, _, _) = server.send("GET", "/readyz", None, None, &[]).await;
+    assert_eq!(status.as_u16(), 200, "readyz after the outage");
+    // The projectors took up again: the deposit shows in the read model.
+    let position = body["position"].as_i64().unwrap();
+    let (status, view) = server
+        .get(
+            &format!("/v1/payments/{id}?min_position={position}"),
+            &coord,
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{view}");
+    assert_eq!(view["held"], "10.00", "{view}");
+
+    let fresh = db.service_pool(1).await;
+    let after = store_counts(&fresh).await;
+    assert_eq!(
+        after.0,
+        before.0 + 1,
+        "one deposit event: nothing from the outage"
+    );
+    assert_eq!(after.2, before.2 + 1, "one idempotency key");
+    fresh.close().await;
+}

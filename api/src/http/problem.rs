@@ -145,12 +145,11 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::error!(error = %err, "database unavailable");
-                ApiError::Unavailable("the database is unavailable".into())
-            }
-            other => ApiError::Internal(other.into()),
+        if ledger::store::is_unavailable(&err) {
+            tracing::error!(error = %err, "database unavailable");
+            ApiError::Unavailable("the database is unavailable".into())
+        } else {
+            ApiError::Internal(err.into())
         }
     }
 }

@@ -38,3 +38,44 @@ impl StoreError {
         matches!(self, StoreError::Conflict { .. })
     }
 }
+
+impl StoreError {
+    /// Whether the database could not be reached or dropped the connection: the caller
+    /// should answer "unavailable, retry later", not report a bug. See [`is_unavailable`].
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database(e) if is_unavailable(e))
+    }
+}
+
+/// Whether `err` means the database is unreachable or went away, rather than that it
+/// refused a statement: no connection to be had (pool timed out or closed, a network
+/// error), a connection exception (SQLSTATE class 08), the server shutting down or
+/// terminating the session (57P01, 57P02, 57P03), too many connections (53300), the
+/// database gone (3D000) or not accepting connections (55000 with that message).
+/// Nothing was committed by a statement that failed so.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            code.starts_with("08")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "3D000")
+                || (code == "55000" && db.message().contains("accepting connections"))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_pool_is_unavailable_and_a_decode_error_is_not() {
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(StoreError::Database(sqlx::Error::PoolClosed).is_unavailable());
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!StoreError::InvalidAppend("x".into()).is_unavailable());
+    }
+}

@@ -11,7 +11,7 @@ mod read;
 mod verify;
 
 pub use append::{append, AppendedEvent};
-pub use error::StoreError;
+pub use error::{is_unavailable, StoreError};
 pub use notify::{Notifier, CHANNEL};
 pub use pool::{connect, PoolSettings, OWNER_ROLE, SERVICE_ROLE};
 pub use read::{feed_position_of, read_feed, read_stream, stream_version, watermark, Watermark};
