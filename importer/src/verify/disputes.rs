@@ -1,0 +1,107 @@
+//! The disputes domain's check: each valid dispute in MongoDB is imported, unchanged since
+//! its import, and its status is the one its imported stream folds to.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use ledger::dispute::{Dispute, DisputeEvent};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Difference, VerifyOutcome};
+use crate::ids::Collection;
+use crate::mongo::Legacy;
+use crate::run::ImportError;
+use crate::translate::parse_dispute;
+
+/// Runs the checks of the disputes domain, a batch of MongoDB documents at a time.
+///
+/// # Errors
+/// MongoDB or PostgreSQL failed.
+pub async fn verify(
+    conn: &mut PgConnection,
+    legacy: &Legacy,
+    outcome: &mut VerifyOutcome,
+) -> Result<(), ImportError> {
+    let mut rx = legacy.batches(Collection::Disputes.name(), None, 500);
+    while let Some(batch) = rx.recv().await {
+        let parsed: Vec<_> = batch?
+            .iter()
+            .filter_map(|raw| parse_dispute(raw).ok())
+            .collect();
+        let hexes: Vec<String> = parsed.iter().map(|p| p.source.object_id.clone()).collect();
+        let imported: HashMap<String, (String, Uuid)> =
+            sqlx::query_as::<_, (String, String, Uuid)>(
+                "SELECT object_id, digest, id FROM legacy_import.id_map \
+                 WHERE collection = 'disputes' AND object_id = ANY($1)",
+            )
+            .bind(&hexes)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|(o, d, i)| (o, (d, i)))
+            .collect();
+        let listed: HashMap<String, String> = sqlx::query_as(
+            "SELECT object_id, why FROM pg_temp.verify_listed \
+             WHERE collection = 'disputes' AND object_id = ANY($1)",
+        )
+        .bind(&hexes)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        for p in parsed {
+            let hex = p.source.object_id.clone();
+            let Some((digest, id)) = imported.get(&hex) else {
+                if !listed.contains_key(&hex) {
+                    outcome.differences.push(Difference {
+                        check: "dispute".into(),
+                        key: format!("dispute {hex}"),
+                        mongo: "valid".into(),
+                        ledger: "not imported".into(),
+                        ids: vec![hex.clone()],
+                        explained_by: None,
+                    });
+                }
+                continue;
+            };
+            let events: Vec<(String, i32, Json<Value>, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT event_type, schema_version, payload, occurred_at FROM events \
+                 WHERE stream_id = $1 ORDER BY version",
+            )
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut d = Dispute::default();
+            for (t, v, Json(payload), at) in events {
+                if let Ok(e) = DisputeEvent::decode(&t, v, &payload) {
+                    d.apply(&e, at);
+                }
+            }
+            let changed = digest != &p.source.digest;
+            if changed {
+                outcome.differences.push(Difference {
+                    check: "changed".into(),
+                    key: format!("dispute {hex}"),
+                    mongo: "document changed".into(),
+                    ledger: "as imported".into(),
+                    ids: vec![hex.clone()],
+                    explained_by: None,
+                });
+            }
+            if d.status != p.imported.status && !changed {
+                outcome.differences.push(Difference {
+                    check: "status".into(),
+                    key: format!("dispute {hex}"),
+                    mongo: p.imported.status.as_str().into(),
+                    ledger: d.status.as_str().into(),
+                    ids: vec![hex.clone()],
+                    explained_by: listed.get(&hex).map(|w| format!("disputes {hex}: {w}")),
+                });
+            }
+        }
+    }
+    Ok(())
+}
