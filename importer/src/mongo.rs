@@ -24,6 +24,32 @@ pub enum MongoError {
     /// The driver failed (unreachable, refused, ...).
     #[error("MongoDB: {0}")]
     Driver(#[from] mongodb::error::Error),
+    /// A background read (a count) stopped before answering.
+    #[error("MongoDB: a background count did not finish: {0}")]
+    Background(String),
+}
+
+/// A count running in the background. Counting reads a whole collection on some servers
+/// (several seconds per 100,000 documents on the test server), so the import does not
+/// wait for the counts it only needs for its progress bar and its legacy-writer check.
+#[derive(Debug)]
+pub struct PendingCount(tokio::task::JoinHandle<Result<u64, MongoError>>);
+
+impl PendingCount {
+    /// Whether the count has answered ([`PendingCount::value`] will not wait).
+    pub fn is_ready(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// The count, once it has answered.
+    ///
+    /// # Errors
+    /// A driver error, or the count's task stopped.
+    pub async fn value(self) -> Result<u64, MongoError> {
+        self.0
+            .await
+            .map_err(|e| MongoError::Background(e.to_string()))?
+    }
 }
 
 /// The legacy database.
@@ -59,6 +85,15 @@ impl Legacy {
     pub async fn count(&self, name: &str, after: Option<ObjectId>) -> Result<u64, MongoError> {
         let filter = after.map_or_else(Document::new, |a| doc! { "_id": { "$gt": a } });
         Ok(self.raw(name).count_documents(filter).await?)
+    }
+
+    /// Starts counting the documents of `name` (after `after`) in the background.
+    pub fn count_in_background(&self, name: &str, after: Option<ObjectId>) -> PendingCount {
+        let legacy = self.clone();
+        let name = name.to_owned();
+        PendingCount(tokio::spawn(
+            async move { legacy.count(&name, after).await },
+        ))
     }
 
     /// Reads `name` in `_id` order after `after`, in batches of at most `batch_size`

@@ -22,18 +22,19 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     log: bool,
     collection: String,
-    total: u64,
+    total: Option<u64>,
     done: u64,
     started: Instant,
     last_log: Instant,
 }
 
 impl Progress {
-    /// Starts showing the pass over `collection` of `total` documents.
-    pub fn start(mode: ProgressMode, collection: &str, total: u64) -> Progress {
+    /// Starts showing the pass over `collection` of `total` documents (`None` until
+    /// counted: see [`Progress::set_total`]).
+    pub fn start(mode: ProgressMode, collection: &str, total: Option<u64>) -> Progress {
         let terminal = mode == ProgressMode::Auto && std::io::stderr().is_terminal();
         let bar = terminal.then(|| {
-            let bar = ProgressBar::new(total);
+            let bar = ProgressBar::new(total.unwrap_or(0));
             let style = ProgressStyle::with_template(
                 "{prefix:>20} [{bar:30}] {pos}/{len} docs  {per_sec}  eta {eta}",
             )
@@ -54,6 +55,14 @@ impl Progress {
         }
     }
 
+    /// Sets the number of documents of the pass, once counted.
+    pub fn set_total(&mut self, total: u64) {
+        self.total = Some(total);
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+        }
+    }
+
     /// Counts `n` more documents done.
     pub fn advance(&mut self, n: u64) {
         self.done += n;
@@ -71,13 +80,21 @@ impl Progress {
         #[allow(clippy::cast_precision_loss)] // a rate for a person: precision is moot
         let rate = self.done as f64 / secs;
         #[allow(clippy::cast_precision_loss)]
-        let left = self.total.saturating_sub(self.done) as f64 / rate.max(0.001);
+        let left = self.total.map_or_else(
+            || "?".to_owned(),
+            |t| {
+                format!(
+                    "{:.0}",
+                    t.saturating_sub(self.done) as f64 / rate.max(0.001)
+                )
+            },
+        );
         tracing::info!(
             collection = %self.collection,
             done = self.done,
-            total = self.total,
+            total = self.total.map_or_else(|| "?".to_owned(), |t| t.to_string()),
             docs_per_second = format!("{rate:.0}"),
-            seconds_left = format!("{left:.0}"),
+            seconds_left = left,
             "import progress"
         );
     }

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::check::{fold_payments, reconcile_payments};
 use crate::ids::{event_id, Collection};
 use crate::legacy::{ejson, AnomalyKind, Reject, RejectCode};
-use crate::mongo::{Legacy, MongoError};
+use crate::mongo::{Legacy, MongoError, PendingCount};
 use crate::progress::{Progress, ProgressMode};
 use crate::report::{CollectionReport, JsonLists, Report, SAMPLE};
 use crate::store::{self, AnomalyRow, BatchWrite, DepositRef, IdMapRow, RejectRow, StoreFailure};
@@ -222,6 +222,12 @@ fn object_id_of(raw: &RawDocumentBuf) -> String {
     }
 }
 
+/// A finished pass, its count at the end still coming.
+struct Pass {
+    figures: CollectionReport,
+    at_end: PendingCount,
+}
+
 struct Run<'a> {
     opts: &'a ImportOptions,
     legacy: Legacy,
@@ -294,21 +300,36 @@ impl Run<'_> {
             store::mark_domain(&mut c, domain.name(), false).await?;
         }
         // Every collection of the domain is counted before the first pass and after the
-        // last: a pass only sees its own collection change while it reads it.
-        let mut totals = Vec::new();
-        for &collection in domain.collections() {
-            totals.push(self.legacy.count(collection.name(), None).await?);
-        }
+        // last: a pass only sees its own collection change while it reads it. The counts
+        // run in the background and are compared once the passes are done.
+        let totals: Vec<PendingCount> = domain
+            .collections()
+            .iter()
+            .map(|c| self.legacy.count_in_background(c.name(), None))
+            .collect();
+        let mut passes = Vec::new();
         for &collection in domain.collections() {
             if self.opts.retry_rejects {
                 self.retry(collection).await?;
             } else {
-                self.pass(collection).await?;
+                passes.push(self.pass(collection).await?);
             }
         }
-        for (&collection, before) in domain.collections().iter().zip(totals) {
+        let ends: Vec<PendingCount> = domain
+            .collections()
+            .iter()
+            .map(|c| self.legacy.count_in_background(c.name(), None))
+            .collect();
+        {
+            let mut c = self.db.conn().await?;
+            reconcile_payments(&mut c, domain == Domain::Disputes).await?;
+        }
+        for pass in passes {
+            self.pass_counted(pass).await?;
+        }
+        for ((&collection, before), after) in domain.collections().iter().zip(totals).zip(ends) {
             let name = collection.name();
-            let after = self.legacy.count(name, None).await?;
+            let (before, after) = (before.value().await?, after.value().await?);
             let already = self.report.warnings.iter().any(|w| w.starts_with(name));
             if after != before && !already {
                 let warning = format!(
@@ -320,14 +341,14 @@ impl Run<'_> {
         }
         {
             let mut c = self.db.conn().await?;
-            reconcile_payments(&mut c, domain == Domain::Disputes).await?;
             store::mark_domain(&mut c, domain.name(), true).await?;
         }
         self.fill_lists().await?;
         Ok(())
     }
-
-    async fn pass(&mut self, collection: Collection) -> Result<(), ImportError> {
+    /// Reads one collection through. Its counts (documents after the checkpoint at the
+    /// start and at the end of the pass) come in the background: see [`Run::pass_counted`].
+    async fn pass(&mut self, collection: Collection) -> Result<Pass, ImportError> {
         let name = collection.name();
         let after = {
             let mut c = self.db.conn().await?;
@@ -335,11 +356,10 @@ impl Run<'_> {
                 .await?
                 .and_then(|(last, _)| ObjectId::parse_str(&last).ok())
         };
-        let at_start = self.legacy.count(name, after).await?;
-        let mut progress = Progress::start(self.opts.progress, name, at_start);
+        let mut at_start = Some(self.legacy.count_in_background(name, after));
+        let mut progress = Progress::start(self.opts.progress, name, None);
         let mut figures = CollectionReport {
             collection: name.into(),
-            documents_at_start: at_start,
             ..CollectionReport::default()
         };
         let mut rx = self.legacy.batches(name, after, self.opts.batch_size);
@@ -360,25 +380,44 @@ impl Run<'_> {
             figures.events_written += written;
             self.report.events_written += written;
             progress.advance(n);
+            if let Some(count) = at_start.take_if(|c| c.is_ready()) {
+                figures.documents_at_start = count.value().await?;
+                progress.set_total(figures.documents_at_start);
+            }
             if figures.read >= analyze_at {
                 analyze_at = figures.read.saturating_mul(4);
                 self.db.analyze().await;
             }
         }
+        if let Some(count) = at_start {
+            figures.documents_at_start = count.value().await?;
+            progress.set_total(figures.documents_at_start);
+        }
         progress.finish();
+        let at_end = self.legacy.count_in_background(name, after);
         self.db.analyze().await;
-        figures.documents_at_end = self.legacy.count(name, after).await?;
-        if figures.documents_at_end != at_start {
+        let mut c = self.db.conn().await?;
+        store::complete_collection(&mut c, name).await?;
+        drop(c);
+        Ok(Pass { figures, at_end })
+    }
+
+    /// Completes a pass's figures with its count at the end, and says loudly when the
+    /// collection changed while it was read.
+    async fn pass_counted(&mut self, pass: Pass) -> Result<(), ImportError> {
+        let Pass {
+            mut figures,
+            at_end,
+        } = pass;
+        figures.documents_at_end = at_end.value().await?;
+        if figures.documents_at_end != figures.documents_at_start {
             let warning = format!(
-                "{name}: {at_start} documents to read at the start but {} at the end: LEGACY WRITERS ARE STILL RUNNING; stop them and run the import again",
-                figures.documents_at_end
+                "{}: {} documents to read at the start but {} at the end: LEGACY WRITERS ARE STILL RUNNING; stop them and run the import again",
+                figures.collection, figures.documents_at_start, figures.documents_at_end
             );
             tracing::warn!("{warning}");
             self.report.warnings.push(warning);
         }
-        let mut c = self.db.conn().await?;
-        store::complete_collection(&mut c, name).await?;
-        drop(c);
         self.report.collections.push(figures);
         Ok(())
     }
@@ -399,7 +438,7 @@ impl Run<'_> {
             documents_at_end: ids.len() as u64,
             ..CollectionReport::default()
         };
-        let mut progress = Progress::start(self.opts.progress, name, ids.len() as u64);
+        let mut progress = Progress::start(self.opts.progress, name, Some(ids.len() as u64));
         let chunk = usize::try_from(self.opts.batch_size).unwrap_or(500).max(1);
         for part in ids.chunks(chunk) {
             let docs = self.legacy.by_ids(name, part).await?;
