@@ -174,7 +174,22 @@ async fn run_import(pool: &sqlx::PgPool, domain: Domain, a: RunArgs) -> anyhow::
         },
         report_file: a.report,
     };
-    let report = importer::import(pool, &opts).await?;
+    let report = match importer::import(pool, &opts).await {
+        Ok(report) => report,
+        Err(importer::ImportError::Report {
+            path,
+            source,
+            report: Some(report),
+        }) => {
+            // The import is done: say what it did, then why the file is missing.
+            print!("{}", report.to_text());
+            anyhow::bail!(
+                "the import is done, but its report could not be written to {}: {source}",
+                path.display()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
     print!("{}", report.to_text());
     Ok(ExitCode::SUCCESS)
 }

@@ -32,23 +32,37 @@ pub enum MongoError {
 /// A count running in the background. Counting reads a whole collection on some servers
 /// (several seconds per 100,000 documents on the test server), so the import does not
 /// wait for the counts it only needs for its progress bar and its legacy-writer check.
+/// Dropped before its value is taken (a run failing), it stops the count.
 #[derive(Debug)]
-pub struct PendingCount(tokio::task::JoinHandle<Result<u64, MongoError>>);
+pub struct PendingCount(Option<tokio::task::JoinHandle<Result<u64, MongoError>>>);
 
 impl PendingCount {
     /// Whether the count has answered ([`PendingCount::value`] will not wait).
     pub fn is_ready(&self) -> bool {
-        self.0.is_finished()
+        self.0
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished)
     }
 
     /// The count, once it has answered.
     ///
     /// # Errors
     /// A driver error, or the count's task stopped.
-    pub async fn value(self) -> Result<u64, MongoError> {
-        self.0
+    pub async fn value(mut self) -> Result<u64, MongoError> {
+        let Some(handle) = self.0.take() else {
+            return Err(MongoError::Background("its value was taken".into()));
+        };
+        handle
             .await
             .map_err(|e| MongoError::Background(e.to_string()))?
+    }
+}
+
+impl Drop for PendingCount {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
     }
 }
 
@@ -91,9 +105,9 @@ impl Legacy {
     pub fn count_in_background(&self, name: &str, after: Option<ObjectId>) -> PendingCount {
         let legacy = self.clone();
         let name = name.to_owned();
-        PendingCount(tokio::spawn(
-            async move { legacy.count(&name, after).await },
-        ))
+        PendingCount(Some(tokio::spawn(async move {
+            legacy.count(&name, after).await
+        })))
     }
 
     /// Reads `name` in `_id` order after `after`, in batches of at most `batch_size`

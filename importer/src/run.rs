@@ -98,13 +98,16 @@ pub enum ImportError {
     /// The run may not start (disputes before payments, ...).
     #[error("{0}")]
     Refused(String),
-    /// The JSON report could not be written (the import itself is done).
-    #[error("could not write the report to {path}: {source}")]
+    /// The JSON report could not be written: before the run (nothing imported), or after
+    /// it (the import is done, and `report` holds what the file would have).
+    #[error("could not write the report to {}: {source}", path.display())]
     Report {
         /// The file.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+        /// The finished run's report, when the run was done.
+        report: Option<Box<Report>>,
     },
 }
 
@@ -242,6 +245,39 @@ struct Run<'a> {
 /// batches committed before stay committed (the next run resumes after them).
 pub async fn import(pool: &PgPool, opts: &ImportOptions) -> Result<Report, ImportError> {
     let started = Instant::now();
+    // The report file is written beside its place and renamed at the end (never half a
+    // file); made now, so that a path that cannot be written fails before the import.
+    let report_file = opts
+        .report_file
+        .as_ref()
+        .map(|path| {
+            let mut partial = path.clone().into_os_string();
+            partial.push(".partial");
+            let partial = PathBuf::from(partial);
+            std::fs::File::create(&partial)
+                .map(|_| (path.clone(), partial.clone()))
+                .map_err(|source| ImportError::Report {
+                    path: partial,
+                    source,
+                    report: None,
+                })
+        })
+        .transpose()?;
+    let outcome = run_import(pool, opts, started, report_file.as_ref()).await;
+    if outcome.is_err() {
+        if let Some((_, partial)) = &report_file {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+    outcome
+}
+
+async fn run_import(
+    pool: &PgPool,
+    opts: &ImportOptions,
+    started: Instant,
+    report_file: Option<&(PathBuf, PathBuf)>,
+) -> Result<Report, ImportError> {
     let legacy = Legacy::connect(&opts.mongo_uri, &opts.mongo_db).await?;
     let db = if opts.dry_run {
         let mut tx = pool.begin().await?;
@@ -275,8 +311,22 @@ pub async fn import(pool: &PgPool, opts: &ImportOptions) -> Result<Report, Impor
     run.go().await?;
     run.report.finished_at = Some(Utc::now());
     run.report.seconds = started.elapsed().as_secs_f64();
-    if let Some(path) = &opts.report_file {
-        run.write_report(path).await?;
+    if let Some((path, partial)) = report_file {
+        if let Err(e) = run.write_report(partial).await {
+            return Err(match e {
+                ImportError::Report { path, source, .. } => ImportError::Report {
+                    path,
+                    source,
+                    report: Some(Box::new(run.report)),
+                },
+                other => other,
+            });
+        }
+        std::fs::rename(partial, path).map_err(|source| ImportError::Report {
+            path: path.clone(),
+            source,
+            report: Some(Box::new(run.report.clone())),
+        })?;
     }
     if let Db::Dry(tx) = run.db {
         tx.rollback().await?;
@@ -931,6 +981,7 @@ impl Run<'_> {
         let failed = |source: std::io::Error| ImportError::Report {
             path: path.to_owned(),
             source,
+            report: None,
         };
         let names = self.listed_collections();
         let file = std::fs::File::create(path).map_err(failed)?;

@@ -875,3 +875,46 @@ async fn the_report_file_lists_every_id_past_the_sample() {
     let _ = std::fs::remove_file(&dry_path);
     let _ = std::fs::remove_file(&live_path);
 }
+
+/// A report file that cannot be written refuses the run before it imports anything, and a
+/// finished run leaves its report whole under its name (written beside it, then renamed).
+#[tokio::test]
+async fn an_unwritable_report_path_fails_before_importing() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("report_path").await;
+    insert(
+        &mongo,
+        "payments",
+        vec![payment_doc(1, "10.00", "USD", "pending", 1)],
+    )
+    .await;
+    let missing = std::env::temp_dir()
+        .join(format!("no-such-dir-{}", Uuid::new_v4()))
+        .join("r.json");
+    let out = import(
+        &db,
+        &name,
+        &["payments", "--report", &missing.to_string_lossy()],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not write the report"), "{stderr}");
+    assert_eq!(event_count(&db).await, 0, "nothing imported");
+
+    let path = std::env::temp_dir().join(format!("import-ok-{}.json", Uuid::new_v4()));
+    ok(&import(
+        &db,
+        &name,
+        &["payments", "--report", &path.to_string_lossy()],
+    ));
+    let mut partial = path.clone().into_os_string();
+    partial.push(".partial");
+    assert!(
+        !std::path::Path::new(&partial).exists(),
+        "renamed into place"
+    );
+    assert_eq!(report_of(&path)["collections"][0]["imported"], 1);
+    let _ = std::fs::remove_file(&path);
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}

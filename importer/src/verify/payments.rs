@@ -29,13 +29,14 @@ pub async fn verify(
 ) -> Result<(), ImportError> {
     scratch::payments(conn, legacy).await?;
     changed_entries(conn, outcome).await?;
-    sqlx::query(
-        "INSERT INTO pg_temp.verify_changed \
-         SELECT m.pid FROM pg_temp.verify_mpay m JOIN pg_temp.verify_lpay l ON l.pid = m.pid \
-         WHERE m.digest <> l.digest ON CONFLICT DO NOTHING",
+    // Payments changed since their import: read, then written in one short statement.
+    let changed: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT m.pid FROM pg_temp.verify_mpay m JOIN pg_temp.verify_lpay l ON l.pid = m.pid \
+         WHERE m.digest <> l.digest",
     )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
+    mark_changed(conn, &changed).await?;
     per_payment(conn, outcome).await?;
     // Entries whose payment is not a payment (orphans) are checked by count only.
 
@@ -77,7 +78,7 @@ async fn changed_entries(
          LEFT JOIN pg_temp.verify_ment me ON me.hex = s.object_id \
          WHERE s.collection = 'fundsledgerentries' \
            AND (me.hex IS NULL OR me.digest <> s.digest) \
-         ORDER BY s.object_id",
+         ORDER BY s.object_id COLLATE \"C\"",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -99,10 +100,15 @@ async fn changed_entries(
             explained_by: None,
         });
     }
+    mark_changed(conn, &changed).await
+}
+
+/// Notes payments (or payments of entries) changed since their import.
+async fn mark_changed(conn: &mut PgConnection, pids: &[Uuid]) -> Result<(), ImportError> {
     sqlx::query(
         "INSERT INTO pg_temp.verify_changed SELECT UNNEST($1::uuid[]) ON CONFLICT DO NOTHING",
     )
-    .bind(&changed)
+    .bind(pids)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -278,7 +284,8 @@ async fn buckets(conn: &mut PgConnection, outcome: &mut VerifyOutcome) -> Result
          FROM m FULL JOIN l ON (l.provider, l.asset, l.day) = (m.provider, m.asset, m.day) \
          WHERE coalesce(m.n, 0) <> coalesce(l.n, 0) \
             OR coalesce(m.amount, 0) <> coalesce(l.amount, 0) \
-         ORDER BY 1, 2, 3",
+         ORDER BY coalesce(m.provider, l.provider) COLLATE \"C\", \
+                  coalesce(m.asset, l.asset) COLLATE \"C\", coalesce(m.day, l.day)",
     )
     .fetch_all(&mut *conn)
     .await?;

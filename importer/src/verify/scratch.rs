@@ -17,33 +17,41 @@ use crate::translate::{parse_entry, payment};
 const BATCH: u32 = 1000;
 
 /// The listings of the import (open rejects, anomalies) per document, for explaining
-/// differences, and `pg_temp.verify_explain`, which names the listing that explains a
-/// payment's difference: one of the payment, else the first (by `_id`) of one of its
-/// entries, of the given type when one is given.
+/// differences: a view, read where a difference needs it.
 const LISTED: &str = "
-DROP TABLE IF EXISTS pg_temp.verify_listed;
-CREATE TEMP TABLE verify_listed AS
+CREATE OR REPLACE TEMP VIEW verify_listed AS
 SELECT collection, object_id, string_agg(why, ', ' ORDER BY source, why) AS why
   FROM (SELECT collection, object_id, 'reject ' || code AS why, 0 AS source
           FROM legacy_import.rejects WHERE resolved_at IS NULL
         UNION ALL
         SELECT collection, object_id, 'anomaly ' || kind, 1 FROM legacy_import.anomalies) AS l
  GROUP BY collection, object_id;
-ALTER TABLE pg_temp.verify_listed ADD PRIMARY KEY (collection, object_id);
-ANALYZE pg_temp.verify_listed;
 ";
 
 /// MongoDB's payments and entries as parsed, the ledger's imported payments and the money
-/// of their imported entries by type, and which payments changed since their import.
-const PAYMENTS: &str = "
+/// of their imported entries by type, and which payments changed since their import; and
+/// `pg_temp.verify_explain`, which names the listing that explains a payment's
+/// difference: one of the payment, else the first (by `_id`) of one of its entries, of
+/// the given type when one is given. Indexes are made before the tables fill, so that no
+/// statement of verify runs long while holding a transaction id: one would hold back the
+/// feed's watermark, and so the live projectors (`design-notes.md`).
+const PAYMENTS: &str = r#"
 DROP TABLE IF EXISTS pg_temp.verify_mpay, pg_temp.verify_ment, pg_temp.verify_lpay,
                      pg_temp.verify_lmoney, pg_temp.verify_changed;
 CREATE TEMP TABLE verify_mpay (
     pid uuid PRIMARY KEY, hex text NOT NULL, provider text NOT NULL, asset text NOT NULL,
     day date NOT NULL, amount numeric NOT NULL, status text NOT NULL, digest text NOT NULL);
+CREATE INDEX ON pg_temp.verify_mpay (provider, asset, day);
 CREATE TEMP TABLE verify_ment (
     hex text PRIMARY KEY, pid uuid, kind text NOT NULL, amount numeric NOT NULL,
     digest text NOT NULL);
+CREATE INDEX ON pg_temp.verify_ment (pid, hex);
+CREATE TEMP TABLE verify_lpay (
+    pid uuid PRIMARY KEY, hex text NOT NULL, digest text NOT NULL, provider text,
+    asset text, amount numeric, day date);
+CREATE INDEX ON pg_temp.verify_lpay (provider, asset, day);
+CREATE TEMP TABLE verify_lmoney (
+    pid uuid NOT NULL, kind text NOT NULL, amount numeric NOT NULL, PRIMARY KEY (pid, kind));
 CREATE TEMP TABLE verify_changed (pid uuid PRIMARY KEY);
 CREATE OR REPLACE FUNCTION pg_temp.verify_explain(p uuid, h text, k text) RETURNS text
 LANGUAGE sql STABLE AS $$
@@ -55,46 +63,45 @@ LANGUAGE sql STABLE AS $$
            JOIN pg_temp.verify_listed l
              ON l.collection = 'fundsledgerentries' AND l.object_id = e.hex
           WHERE e.pid = p AND (k IS NULL OR e.kind = k)
-          ORDER BY e.hex LIMIT 1))
+          ORDER BY e.hex COLLATE "C" LIMIT 1))
 $$;
-";
+"#;
 
-/// What is built once MongoDB's side is in.
-const LEDGER: &str = "
-CREATE INDEX ON pg_temp.verify_ment (pid, hex);
-CREATE INDEX ON pg_temp.verify_mpay (provider, asset, day);
-ANALYZE pg_temp.verify_mpay;
-ANALYZE pg_temp.verify_ment;
-CREATE TEMP TABLE verify_lpay AS
-SELECT DISTINCT ON (e.stream_id)
-       e.stream_id AS pid, m.object_id AS hex, m.digest,
-       e.payload -> 'terms' ->> 'provider' AS provider,
-       e.payload -> 'terms' ->> 'asset' AS asset,
-       (e.payload -> 'terms' ->> 'amount')::numeric AS amount,
-       ((e.payload ->> 'created_at')::timestamptz AT TIME ZONE 'UTC')::date AS day
+/// Events per statement when the ledger's side is read into the scratch tables.
+const EVENTS_PER_STATEMENT: i64 = 20_000;
+
+/// The ledger's imported payments (terms, digest, UTC day) of events in a position range;
+/// the first import of a stream wins, as positions rise.
+const LEDGER_PAYMENTS: &str = "
+INSERT INTO pg_temp.verify_lpay
+SELECT e.stream_id, m.object_id, m.digest,
+       e.payload -> 'terms' ->> 'provider', e.payload -> 'terms' ->> 'asset',
+       (e.payload -> 'terms' ->> 'amount')::numeric,
+       ((e.payload ->> 'created_at')::timestamptz AT TIME ZONE 'UTC')::date
   FROM events e
   JOIN legacy_import.id_map m ON m.collection = 'payments' AND m.id = e.stream_id
- WHERE e.event_type = 'PaymentImported'
- ORDER BY e.stream_id, e.version;
-ALTER TABLE pg_temp.verify_lpay ADD PRIMARY KEY (pid);
-CREATE INDEX ON pg_temp.verify_lpay (provider, asset, day);
-ANALYZE pg_temp.verify_lpay;
-CREATE TEMP TABLE verify_lmoney AS
-SELECT (e.payload ->> 'payment_id')::uuid AS pid, e.payload ->> 'kind' AS kind,
-       sum(p.amount) AS amount
+ WHERE e.position > $1 AND e.position <= $2 AND e.event_type = 'PaymentImported'
+ ORDER BY e.position
+ON CONFLICT (pid) DO NOTHING";
+
+/// The money the ledger's imported entries of a position range moved, by payment and
+/// entry type (what was posted to the accounts credited), added to the earlier ranges'.
+const LEDGER_MONEY: &str = "
+INSERT INTO pg_temp.verify_lmoney
+SELECT (e.payload ->> 'payment_id')::uuid, e.payload ->> 'kind', sum(p.amount)
   FROM events e
   JOIN postings p ON p.position = e.position AND p.amount > 0
- WHERE e.event_type = 'LedgerEntryImported' AND e.payload ->> 'payment_id' IS NOT NULL
- GROUP BY 1, 2;
-ALTER TABLE pg_temp.verify_lmoney ADD PRIMARY KEY (pid, kind);
-ANALYZE pg_temp.verify_lmoney;
-";
+ WHERE e.position > $1 AND e.position <= $2 AND e.event_type = 'LedgerEntryImported'
+   AND e.payload ->> 'payment_id' IS NOT NULL
+ GROUP BY 1, 2
+ON CONFLICT (pid, kind) DO UPDATE SET amount = verify_lmoney.amount + EXCLUDED.amount";
 
-/// Builds the listings table (both domains).
+/// Makes the listings view (both domains).
 ///
 /// # Errors
 /// The database failed (or refused temporary tables).
 pub async fn listed(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    // A view: creating it is a short write, reading it takes no transaction id.
     sqlx::raw_sql(LISTED).execute(conn).await?;
     Ok(())
 }
@@ -108,7 +115,35 @@ pub async fn payments(conn: &mut PgConnection, legacy: &Legacy) -> Result<(), Im
     sqlx::raw_sql(PAYMENTS).execute(&mut *conn).await?;
     mongo_payments(conn, legacy).await?;
     mongo_entries(conn, legacy).await?;
-    sqlx::raw_sql(LEDGER).execute(&mut *conn).await?;
+    ledger_side(conn).await?;
+    // Statistics for the joins (temporary tables are never analyzed automatically); one
+    // short statement each.
+    for table in ["verify_mpay", "verify_ment", "verify_lpay", "verify_lmoney"] {
+        sqlx::query(&format!("ANALYZE pg_temp.{table}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Reads the ledger's side a position range at a time, one short statement each, up to
+/// the last event stored when verify began.
+async fn ledger_side(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let last: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut from = 0;
+    while from < last {
+        let to = from.saturating_add(EVENTS_PER_STATEMENT).min(last);
+        for sql in [LEDGER_PAYMENTS, LEDGER_MONEY] {
+            sqlx::query(sql)
+                .bind(from)
+                .bind(to)
+                .execute(&mut *conn)
+                .await?;
+        }
+        from = to;
+    }
     Ok(())
 }
 

@@ -51,8 +51,10 @@ impl StoreError {
 /// refused a statement: no connection to be had (pool timed out or closed, a network
 /// error), a connection exception (SQLSTATE class 08), the server shutting down or
 /// terminating the session (57P01, 57P02, 57P03), too many connections (53300), the
-/// database gone (3D000) or not accepting connections (55000 with that message).
-/// Nothing was committed by a statement that failed so.
+/// database gone (3D000) or not accepting connections (55000 with that message; the
+/// server's English text, so a server answering in another language gives "no" here).
+/// A connection lost during a commit may have committed: a caller retries such work
+/// only where it is idempotent (an `Idempotency-Key`, an expected version).
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
