@@ -10,7 +10,8 @@
 #    An already set TEST_DATABASE_URL is used as is.
 # 2. MongoDB wire protocol for the importer tests: secantusdb (in-memory; version pinned,
 #    SECANTUSDB_VERSION overrides it) from a venv at .venv, on a free port; exports
-#    TEST_MONGO_URI. An already set TEST_MONGO_URI is used as is.
+#    TEST_MONGO_URI (and TEST_SECANTUSD, the server's program, for a test that stops a
+#    server of its own). An already set TEST_MONGO_URI is used as is.
 # 3. Runs `cargo nextest run --workspace --no-fail-fast` (or `cargo test --workspace`),
 #    passing "$@", and exits with its status after the teardown.
 set -euo pipefail
@@ -164,6 +165,8 @@ else
     done
     log "MongoDB: secantusd-py at 127.0.0.1:$mongo_port"
     export TEST_MONGO_URI="mongodb://127.0.0.1:$mongo_port"
+    # A test starts a server of its own to stop it under a running import.
+    export TEST_SECANTUSD="$venv/bin/secantusd-py"
 fi
 
 # --- 3. The tests -----------------------------------------------------------------------
