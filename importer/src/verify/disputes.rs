@@ -1,5 +1,6 @@
 //! The disputes domain's check: each valid dispute in MongoDB is imported, unchanged since
-//! its import, and its status is the one its imported stream folds to.
+//! its import, and its status is the one its imported stream folds to. A batch of
+//! MongoDB's documents at a time: their imports, listings and streams in one query each.
 
 use std::collections::HashMap;
 
@@ -15,6 +16,9 @@ use crate::ids::Collection;
 use crate::mongo::Legacy;
 use crate::run::ImportError;
 use crate::translate::parse_dispute;
+
+/// An event of a dispute's stream: stream, type, schema version, payload, `occurred_at`.
+type EventRow = (Uuid, String, i32, Json<Value>, DateTime<Utc>);
 
 /// Runs the checks of the disputes domain, a batch of MongoDB documents at a time.
 ///
@@ -52,6 +56,21 @@ pub async fn verify(
         .await?
         .into_iter()
         .collect();
+        // The imported streams of the batch, read in one query and folded per stream.
+        let ids: Vec<Uuid> = imported.values().map(|(_, id)| *id).collect();
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT stream_id, event_type, schema_version, payload, occurred_at FROM events \
+             WHERE stream_id = ANY($1) ORDER BY stream_id, version",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut folded: HashMap<Uuid, Dispute> = HashMap::new();
+        for (stream, t, v, Json(payload), at) in rows {
+            if let Ok(e) = DisputeEvent::decode(&t, v, &payload) {
+                folded.entry(stream).or_default().apply(&e, at);
+            }
+        }
         for p in parsed {
             let hex = p.source.object_id.clone();
             let Some((digest, id)) = imported.get(&hex) else {
@@ -67,19 +86,7 @@ pub async fn verify(
                 }
                 continue;
             };
-            let events: Vec<(String, i32, Json<Value>, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT event_type, schema_version, payload, occurred_at FROM events \
-                 WHERE stream_id = $1 ORDER BY version",
-            )
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
-            let mut d = Dispute::default();
-            for (t, v, Json(payload), at) in events {
-                if let Ok(e) = DisputeEvent::decode(&t, v, &payload) {
-                    d.apply(&e, at);
-                }
-            }
+            let d = folded.remove(id).unwrap_or_default();
             let changed = digest != &p.source.digest;
             if changed {
                 outcome.differences.push(Difference {
