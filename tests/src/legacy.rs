@@ -123,6 +123,29 @@ pub async fn wait_for_checkpoint(db: &TestDb, collection: &str, documents: i64, 
     }
 }
 
+/// Waits until `collection`'s checkpoint counts `documents` (within `within`), then
+/// kills `child` with SIGKILL (no chance to finish the batch in hand or to clean up),
+/// asserting it was still running: a kill that came too late proves nothing.
+///
+/// # Panics
+/// When the import had already ended, or cannot be killed.
+pub async fn kill_at_checkpoint(
+    db: &TestDb,
+    child: &mut Child,
+    collection: &str,
+    documents: i64,
+    within: Duration,
+) {
+    wait_for_checkpoint(db, collection, documents, within).await;
+    let still_running = child.try_wait().expect("wait").is_none();
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert!(
+        still_running,
+        "the import finished before it could be killed"
+    );
+}
+
 /// An event as two imports of the same documents must agree on it: id, stream, version,
 /// type, payload, `occurred_at`, and its postings as `[[account, amount], ...]`.
 pub type EventRow = (Uuid, Uuid, i64, String, Value, DateTime<Utc>, Value);

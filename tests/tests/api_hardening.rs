@@ -46,6 +46,11 @@ async fn accepted(server: &Server, path: &str, token: &str, body: &Value) -> Uui
     Uuid::parse_str(answer["id"].as_str().unwrap()).unwrap()
 }
 
+/// Creates a new `amount` USD payment between two new parties; its id.
+async fn new_payment(server: &Server, token: &str, amount: &str) -> Uuid {
+    accepted(server, "/v1/payments", token, &payment_body(None, amount)).await
+}
+
 /// Asserts an RFC 9457 problem with `status` and `code`.
 fn assert_problem(what: &str, status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{what}: {body}");
@@ -67,13 +72,7 @@ async fn an_id_taken_by_another_stream_type_is_refused_at_once_and_writes_nothin
                 "asset": "USD", "reason": "reclassify"}),
     )
     .await;
-    let payment = accepted(
-        &server,
-        "/v1/payments",
-        &coord,
-        &payment_body(None, "10.00"),
-    )
-    .await;
+    let payment = new_payment(&server, &coord, "10.00").await;
     let dispute = accepted(
         &server,
         "/v1/disputes",
@@ -146,13 +145,7 @@ async fn deposits_beyond_the_decimal_type_are_refused_with_a_problem_not_a_dead_
     let db = TestDb::new().await;
     let server = Server::start(&db, &["--no-projectors"]);
     let coord = server.tokens.coordinator.clone();
-    let payment = accepted(
-        &server,
-        "/v1/payments",
-        &coord,
-        &payment_body(None, "10.00"),
-    )
-    .await;
+    let payment = new_payment(&server, &coord, "10.00").await;
     // 28 nines fit seven times in the 96-bit mantissa, not eight.
     let huge = "9999999999999999999999999999";
     let path = format!("/v1/payments/{payment}/deposits");
@@ -393,13 +386,7 @@ async fn if_match_admits_its_version_and_one_of_two_racers() {
     let db = TestDb::new().await;
     let server = Server::start(&db, &["--no-projectors"]);
     let coord = server.tokens.coordinator.clone();
-    let payment = accepted(
-        &server,
-        "/v1/payments",
-        &coord,
-        &payment_body(None, "100.00"),
-    )
-    .await;
+    let payment = new_payment(&server, &coord, "100.00").await;
     let (status, answer) = deposit_if_match(&server, payment, "\"1\"", "m-1").await;
     assert_eq!(status, 200, "a matching If-Match: {answer}");
     assert_eq!(answer["stream_version"], 2);
@@ -560,13 +547,7 @@ async fn a_database_outage_answers_503_and_the_server_recovers_without_a_restart
     // With its projectors: they must ride the outage out too.
     let server = Server::start(&db, &[]);
     let coord = server.tokens.coordinator.clone();
-    let id = accepted(
-        &server,
-        "/v1/payments",
-        &coord,
-        &payment_body(None, "10.00"),
-    )
-    .await;
+    let id = new_payment(&server, &coord, "10.00").await;
     let before = store_counts(&db.admin).await;
 
     let outage = format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name);
@@ -668,10 +649,8 @@ async fn commands_right_after_the_connections_were_killed_succeed() {
     let coord = server.tokens.coordinator.clone();
     // Several payments at once, so that the command pool holds several connections.
     let mut ids = Vec::new();
-    let bodies: Vec<Value> = (0..8).map(|_| payment_body(None, "10.00")).collect();
-    let creations: Vec<_> = bodies
-        .iter()
-        .map(|b| accepted(&server, "/v1/payments", &coord, b))
+    let creations: Vec<_> = (0..8)
+        .map(|_| new_payment(&server, &coord, "10.00"))
         .collect();
     for id in futures::future::join_all(creations).await {
         ids.push(id);

@@ -12,7 +12,8 @@ use bson::oid::ObjectId;
 use bson::{doc, rawdoc, Decimal128, RawBson, RawDocumentBuf};
 use chrono::{TimeZone, Utc};
 use e2e::legacy::{
-    event_rows, import, insert, legacy_db, mongo_uri, ok, spawn_import, wait_for_checkpoint,
+    event_rows, import, insert, kill_at_checkpoint, legacy_db, mongo_uri, ok, spawn_import,
+    wait_for_checkpoint,
 };
 use e2e::TestDb;
 use ledger::payment::{Payment, PaymentStatus};
@@ -759,14 +760,14 @@ async fn a_killed_run_resumes_to_exactly_the_events_of_an_uninterrupted_one() {
         &["payments", "--batch-size", "20", "--mongo-uri", &uri],
         Stdio::null(),
     );
-    wait_for_checkpoint(&killed, "payments", 400, Duration::from_secs(20)).await;
-    let still_running = child.try_wait().expect("wait").is_none();
-    child.kill().expect("kill");
-    let _ = child.wait();
-    assert!(
-        still_running,
-        "the import finished before it could be killed"
-    );
+    kill_at_checkpoint(
+        &killed,
+        &mut child,
+        "payments",
+        400,
+        Duration::from_secs(20),
+    )
+    .await;
     assert!(event_count(&killed).await < 6000);
     ok(&import(&killed, &name, &["payments", "--batch-size", "50"]));
 

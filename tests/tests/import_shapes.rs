@@ -14,7 +14,7 @@ use bson::oid::ObjectId;
 use bson::{rawdoc, Decimal128, RawBson, RawDocumentBuf};
 use chrono::{TimeZone, Utc};
 use e2e::legacy::{
-    event_rows, import, insert, legacy_db, mongo_uri, ok, spawn_import, wait_for_checkpoint,
+    event_rows, import, insert, kill_at_checkpoint, legacy_db, mongo_uri, ok, spawn_import,
 };
 use e2e::TestDb;
 use importer::ids::Collection;
@@ -903,15 +903,14 @@ async fn kill_during(db: &TestDb, mongo_db: &str, domain: &str, collection: &str
         ],
         Stdio::null(),
     );
-    wait_for_checkpoint(db, collection, documents, Duration::from_mins(2)).await;
-    let still_running = child.try_wait().expect("wait").is_none();
-    // SIGKILL: no chance to finish the batch in hand or to clean up.
-    child.kill().expect("kill");
-    let _ = child.wait();
-    assert!(
-        still_running,
-        "the import finished before it could be killed"
-    );
+    kill_at_checkpoint(
+        db,
+        &mut child,
+        collection,
+        documents,
+        Duration::from_mins(2),
+    )
+    .await;
     let (documents_done, completed): (i64, bool) = sqlx::query_as(
         "SELECT documents, completed_at IS NOT NULL FROM legacy_import.checkpoints \
          WHERE collection = $1",

@@ -25,6 +25,16 @@ fn meta() -> Metadata {
     }
 }
 
+/// The position of `stream`'s event at `version`.
+async fn position_of(db: &TestDb, stream: Uuid, version: i64) -> i64 {
+    sqlx::query_scalar("SELECT position FROM events WHERE stream_id = $1 AND version = $2")
+        .bind(stream)
+        .bind(version)
+        .fetch_one(&db.admin)
+        .await
+        .unwrap()
+}
+
 async fn populate(db: &TestDb, streams: usize) -> Vec<Uuid> {
     let store = EventStore::new(db.service_pool(4).await);
     let mut ids = Vec::new();
@@ -110,12 +120,7 @@ async fn verify_passes_on_an_intact_store_and_its_digest_is_stable() {
 async fn verify_names_an_event_a_superuser_altered() {
     let db = TestDb::new().await;
     let streams = populate(&db, 5).await;
-    let position: i64 =
-        sqlx::query_scalar("SELECT position FROM events WHERE stream_id = $1 AND version = 1")
-            .bind(streams[2])
-            .fetch_one(&db.admin)
-            .await
-            .unwrap();
+    let position: i64 = position_of(&db, streams[2], 1).await;
     db.admin
         .execute(
             format!(
@@ -200,12 +205,7 @@ async fn verify_names_an_event_whose_postings_a_superuser_unbalanced() {
     let db = TestDb::new().await;
     let streams = populate(&db, 3).await;
     // The moving event (version 2) of the second stream.
-    let position: i64 =
-        sqlx::query_scalar("SELECT position FROM events WHERE stream_id = $1 AND version = 2")
-            .bind(streams[1])
-            .fetch_one(&db.admin)
-            .await
-            .unwrap();
+    let position: i64 = position_of(&db, streams[1], 2).await;
     let (code, out) = verify(&db, &[]);
     assert_eq!(code, 0, "intact before: {out}");
     // The balance trigger fires for every role (ENABLE ALWAYS): only a superuser switching
