@@ -1,0 +1,121 @@
+//! Passes over a collection: read in `_id` order from the checkpoint, or the open
+//! rejects again by `_id` (`--retry-rejects`).
+
+use bson::oid::ObjectId;
+
+use super::{object_id_of, ImportError, Pass, Run};
+use crate::ids::Collection;
+use crate::progress::Progress;
+use crate::report::CollectionReport;
+use crate::store;
+
+impl Run<'_> {
+    /// Reads one collection through. Its counts (documents after the checkpoint at the
+    /// start and at the end of the pass) come in the background: see [`Run::pass_counted`].
+    pub(super) async fn pass(&mut self, collection: Collection) -> Result<Pass, ImportError> {
+        let name = collection.name();
+        let after = {
+            let mut c = self.db.conn().await?;
+            store::checkpoint(&mut c, name)
+                .await?
+                .and_then(|(last, _)| ObjectId::parse_str(&last).ok())
+        };
+        let mut at_start = Some(self.legacy.count_in_background(name, after));
+        let mut progress = Progress::start(self.opts.progress, name, None);
+        let mut figures = CollectionReport {
+            collection: name.into(),
+            ..CollectionReport::default()
+        };
+        let mut rx = self.legacy.batches(name, after, self.opts.batch_size);
+        // Analyze after the first batches and each time the pass quadrupled.
+        let mut analyze_at = u64::from(self.opts.batch_size) * 2;
+        while let Some(batch) = rx.recv().await {
+            let docs = batch?;
+            let n = docs.len() as u64;
+            let mut write = self.process(collection, &docs, false, &mut figures).await?;
+            if let Some(last) = docs.last() {
+                let last = object_id_of(last);
+                if crate::ids::is_object_id_hex(&last) {
+                    write.checkpoint = Some((name, last, i64::try_from(n).unwrap_or(0)));
+                }
+            }
+            let written = self.db.write(write).await?;
+            figures.read += n;
+            figures.events_written += written;
+            self.report.events_written += written;
+            progress.advance(n);
+            if let Some(count) = at_start.take_if(|c| c.is_ready()) {
+                figures.documents_at_start = count.value().await?;
+                progress.set_total(figures.documents_at_start);
+            }
+            if figures.read >= analyze_at {
+                analyze_at = figures.read.saturating_mul(4);
+                self.db.analyze().await;
+            }
+        }
+        if let Some(count) = at_start {
+            figures.documents_at_start = count.value().await?;
+            progress.set_total(figures.documents_at_start);
+        }
+        progress.finish();
+        let at_end = self.legacy.count_in_background(name, after);
+        self.db.analyze().await;
+        let mut c = self.db.conn().await?;
+        store::complete_collection(&mut c, name).await?;
+        drop(c);
+        Ok(Pass { figures, at_end })
+    }
+
+    /// Completes a pass's figures with its count at the end, and says loudly when the
+    /// collection changed while it was read.
+    pub(super) async fn pass_counted(&mut self, pass: Pass) -> Result<(), ImportError> {
+        let Pass {
+            mut figures,
+            at_end,
+        } = pass;
+        figures.documents_at_end = at_end.value().await?;
+        if figures.documents_at_end != figures.documents_at_start {
+            let warning = format!(
+                "{}: {} documents to read at the start but {} at the end: LEGACY WRITERS ARE STILL RUNNING; stop them and run the import again",
+                figures.collection, figures.documents_at_start, figures.documents_at_end
+            );
+            tracing::warn!("{warning}");
+            self.report.warnings.push(warning);
+        }
+        self.report.collections.push(figures);
+        Ok(())
+    }
+
+    pub(super) async fn retry(&mut self, collection: Collection) -> Result<(), ImportError> {
+        let name = collection.name();
+        let ids: Vec<ObjectId> = {
+            let mut c = self.db.conn().await?;
+            store::open_rejects(&mut c, name)
+                .await?
+                .iter()
+                .filter_map(|h| ObjectId::parse_str(h).ok())
+                .collect()
+        };
+        let mut figures = CollectionReport {
+            collection: name.into(),
+            documents_at_start: ids.len() as u64,
+            documents_at_end: ids.len() as u64,
+            ..CollectionReport::default()
+        };
+        let mut progress = Progress::start(self.opts.progress, name, Some(ids.len() as u64));
+        let chunk = usize::try_from(self.opts.batch_size).unwrap_or(500).max(1);
+        for part in ids.chunks(chunk) {
+            let docs = self.legacy.by_ids(name, part).await?;
+            let n = docs.len() as u64;
+            let write = self.process(collection, &docs, true, &mut figures).await?;
+            let written = self.db.write(write).await?;
+            figures.read += n;
+            figures.events_written += written;
+            self.report.events_written += written;
+            progress.advance(n);
+        }
+        progress.finish();
+        self.report.collections.push(figures);
+        Ok(())
+    }
+}
