@@ -31,37 +31,56 @@ pub enum MongoError {
 
 /// A count running in the background. Counting reads a whole collection on some servers
 /// (several seconds per 100,000 documents on the test server), so the import does not
-/// wait for the counts it only needs for its progress bar and its legacy-writer check.
+/// wait for the counts it only needs for its progress bar and its legacy-writer check,
+/// and asks for each count once where two figures are the same count.
 /// Dropped before its value is taken (a run failing), it stops the count.
 #[derive(Debug)]
-pub struct PendingCount(Option<tokio::task::JoinHandle<Result<u64, MongoError>>>);
+pub struct PendingCount {
+    task: Option<tokio::task::JoinHandle<Result<u64, MongoError>>>,
+    value: Option<u64>,
+}
 
 impl PendingCount {
-    /// Whether the count has answered ([`PendingCount::value`] will not wait).
+    /// Whether the count has answered ([`PendingCount::get`] will not wait).
     pub fn is_ready(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(tokio::task::JoinHandle::is_finished)
+        self.value.is_some()
+            || self
+                .task
+                .as_ref()
+                .is_none_or(tokio::task::JoinHandle::is_finished)
+    }
+
+    /// The count, once it has answered; asked again, the same count.
+    ///
+    /// # Errors
+    /// A driver error, or the count's task stopped (then every later call fails too).
+    pub async fn get(&mut self) -> Result<u64, MongoError> {
+        if let Some(value) = self.value {
+            return Ok(value);
+        }
+        let Some(task) = self.task.take() else {
+            return Err(MongoError::Background("it failed before".into()));
+        };
+        let value = task
+            .await
+            .map_err(|e| MongoError::Background(e.to_string()))??;
+        self.value = Some(value);
+        Ok(value)
     }
 
     /// The count, once it has answered.
     ///
     /// # Errors
-    /// A driver error, or the count's task stopped.
+    /// As [`PendingCount::get`].
     pub async fn value(mut self) -> Result<u64, MongoError> {
-        let Some(handle) = self.0.take() else {
-            return Err(MongoError::Background("its value was taken".into()));
-        };
-        handle
-            .await
-            .map_err(|e| MongoError::Background(e.to_string()))?
+        self.get().await
     }
 }
 
 impl Drop for PendingCount {
     fn drop(&mut self) {
-        if let Some(handle) = &self.0 {
-            handle.abort();
+        if let Some(task) = &self.task {
+            task.abort();
         }
     }
 }
@@ -105,9 +124,12 @@ impl Legacy {
     pub fn count_in_background(&self, name: &str, after: Option<ObjectId>) -> PendingCount {
         let legacy = self.clone();
         let name = name.to_owned();
-        PendingCount(Some(tokio::spawn(async move {
-            legacy.count(&name, after).await
-        })))
+        PendingCount {
+            task: Some(tokio::spawn(
+                async move { legacy.count(&name, after).await },
+            )),
+            value: None,
+        }
     }
 
     /// Reads `name` in `_id` order after `after`, in batches of at most `batch_size`
@@ -201,4 +223,32 @@ async fn read_all(
 /// A malformed URI.
 pub async fn database_of(uri: &str) -> Result<Option<String>, MongoError> {
     Ok(ClientOptions::parse(uri).await?.default_database)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(result: Result<u64, MongoError>) -> PendingCount {
+        PendingCount {
+            task: Some(tokio::spawn(async move { result })),
+            value: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_count_asked_twice_answers_the_same_without_counting_again() {
+        let mut count = pending(Ok(42));
+        assert_eq!(count.get().await.ok(), Some(42));
+        assert!(count.is_ready());
+        assert_eq!(count.get().await.ok(), Some(42));
+        assert_eq!(count.value().await.ok(), Some(42));
+    }
+
+    #[tokio::test]
+    async fn a_failed_count_fails_every_time_it_is_asked() {
+        let mut count = pending(Err(MongoError::Background("gone".into())));
+        assert!(matches!(count.get().await, Err(MongoError::Background(m)) if m == "gone"));
+        assert!(matches!(count.get().await, Err(MongoError::Background(_))));
+    }
 }

@@ -151,6 +151,9 @@ fn object_id_of(raw: &RawDocumentBuf) -> String {
 struct Pass {
     figures: CollectionReport,
     at_end: PendingCount,
+    /// Read from the collection's first document (no checkpoint): its counts are counts
+    /// of the whole collection, the same as the run's.
+    from_start: bool,
 }
 
 struct Run<'a> {
@@ -273,35 +276,53 @@ impl Run<'_> {
         }
         // Every collection of the domain is counted before the first pass and after the
         // last: a pass only sees its own collection change while it reads it. The counts
-        // run in the background and are compared once the passes are done.
-        let totals: Vec<PendingCount> = domain
+        // run in the background and are compared once the passes are done. A pass from a
+        // collection's start takes the run's first count as its own; the last pass's count
+        // at its end is the run's last count of that collection.
+        let mut totals: Vec<PendingCount> = domain
             .collections()
             .iter()
             .map(|c| self.legacy.count_in_background(c.name(), None))
             .collect();
         let mut passes = Vec::new();
-        for &collection in domain.collections() {
+        for (&collection, total) in domain.collections().iter().zip(totals.iter_mut()) {
             if self.opts.retry_rejects {
                 self.retry(collection).await?;
             } else {
-                passes.push(self.pass(collection).await?);
+                passes.push(self.pass(collection, total).await?);
             }
         }
-        let ends: Vec<PendingCount> = domain
+        let last = domain.collections().len().saturating_sub(1);
+        let ends: Vec<Option<PendingCount>> = domain
             .collections()
             .iter()
-            .map(|c| self.legacy.count_in_background(c.name(), None))
+            .enumerate()
+            .map(|(i, c)| {
+                let shared = i == last && passes.get(i).is_some_and(|p| p.from_start);
+                (!shared).then(|| self.legacy.count_in_background(c.name(), None))
+            })
             .collect();
         {
             let mut c = self.db.conn().await?;
             reconcile_payments(&mut c, domain == Domain::Disputes).await?;
         }
+        let mut pass_ends = Vec::with_capacity(passes.len());
         for pass in passes {
-            self.pass_counted(pass).await?;
+            pass_ends.push(self.pass_counted(pass).await?);
         }
-        for ((&collection, before), after) in domain.collections().iter().zip(totals).zip(ends) {
+        for (i, ((&collection, mut before), after)) in domain
+            .collections()
+            .iter()
+            .zip(totals)
+            .zip(ends)
+            .enumerate()
+        {
             let name = collection.name();
-            let (before, after) = (before.value().await?, after.value().await?);
+            let before = before.get().await?;
+            let after = match after {
+                Some(count) => count.value().await?,
+                None => pass_ends.get(i).copied().unwrap_or(before),
+            };
             let already = self.report.warnings.iter().any(|w| w.starts_with(name));
             if after != before && !already {
                 let warning = format!(

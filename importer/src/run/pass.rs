@@ -5,6 +5,7 @@ use bson::oid::ObjectId;
 
 use super::{object_id_of, ImportError, Pass, Run};
 use crate::ids::Collection;
+use crate::mongo::PendingCount;
 use crate::progress::Progress;
 use crate::report::CollectionReport;
 use crate::store;
@@ -12,7 +13,14 @@ use crate::store;
 impl Run<'_> {
     /// Reads one collection through. Its counts (documents after the checkpoint at the
     /// start and at the end of the pass) come in the background: see [`Run::pass_counted`].
-    pub(super) async fn pass(&mut self, collection: Collection) -> Result<Pass, ImportError> {
+    /// From the collection's start (no checkpoint), the count at the start is `total`, the
+    /// run's count of the whole collection (a write between the run's start and the pass's
+    /// is then the pass's to report).
+    pub(super) async fn pass(
+        &mut self,
+        collection: Collection,
+        total: &mut PendingCount,
+    ) -> Result<Pass, ImportError> {
         let name = collection.name();
         let after = {
             let mut c = self.db.conn().await?;
@@ -20,7 +28,12 @@ impl Run<'_> {
                 .await?
                 .and_then(|(last, _)| ObjectId::parse_str(&last).ok())
         };
-        let mut at_start = Some(self.legacy.count_in_background(name, after));
+        let mut own = after.map(|a| self.legacy.count_in_background(name, Some(a)));
+        let at_start: &mut PendingCount = match own.as_mut() {
+            Some(count) => count,
+            None => total,
+        };
+        let mut counted = false;
         let mut progress = Progress::start(self.opts.progress, name, None);
         let mut figures = CollectionReport {
             collection: name.into(),
@@ -44,17 +57,18 @@ impl Run<'_> {
             figures.events_written += written;
             self.report.events_written += written;
             progress.advance(n);
-            if let Some(count) = at_start.take_if(|c| c.is_ready()) {
-                figures.documents_at_start = count.value().await?;
+            if !counted && at_start.is_ready() {
+                figures.documents_at_start = at_start.get().await?;
                 progress.set_total(figures.documents_at_start);
+                counted = true;
             }
             if figures.read >= analyze_at {
                 analyze_at = figures.read.saturating_mul(4);
                 self.db.analyze().await;
             }
         }
-        if let Some(count) = at_start {
-            figures.documents_at_start = count.value().await?;
+        if !counted {
+            figures.documents_at_start = at_start.get().await?;
             progress.set_total(figures.documents_at_start);
         }
         progress.finish();
@@ -63,15 +77,20 @@ impl Run<'_> {
         let mut c = self.db.conn().await?;
         store::complete_collection(&mut c, name).await?;
         drop(c);
-        Ok(Pass { figures, at_end })
+        Ok(Pass {
+            figures,
+            at_end,
+            from_start: after.is_none(),
+        })
     }
 
     /// Completes a pass's figures with its count at the end, and says loudly when the
-    /// collection changed while it was read.
-    pub(super) async fn pass_counted(&mut self, pass: Pass) -> Result<(), ImportError> {
+    /// collection changed while it was read. Returns that count.
+    pub(super) async fn pass_counted(&mut self, pass: Pass) -> Result<u64, ImportError> {
         let Pass {
             mut figures,
             at_end,
+            ..
         } = pass;
         figures.documents_at_end = at_end.value().await?;
         if figures.documents_at_end != figures.documents_at_start {
@@ -82,8 +101,9 @@ impl Run<'_> {
             tracing::warn!("{warning}");
             self.report.warnings.push(warning);
         }
+        let at_end = figures.documents_at_end;
         self.report.collections.push(figures);
-        Ok(())
+        Ok(at_end)
     }
 
     pub(super) async fn retry(&mut self, collection: Collection) -> Result<(), ImportError> {
