@@ -18,17 +18,22 @@
 //! Authentication is `trust`: the cluster is for one developer's machine, never for
 //! production.
 
-use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
+
+mod host;
+
+use host::{
+    absolute_data_dir, async_output, check, check_reachable, command_output, describe,
+    find_programs, free_port, hash_port, io_error, port_is_free, run_as, Programs, RunAs, Wrapper,
+};
 
 /// The folder under which default data folders are made, one per working directory.
 pub const DEFAULT_DATA_ROOT: &str = "/var/tmp/escrow-ledger";
@@ -141,34 +146,6 @@ pub enum ClusterError {
     /// The cluster runs but the `escrow_ledger` database could not be reached or created.
     #[error("could not create the database {DATABASE_NAME} in the private cluster")]
     Database(#[from] sqlx::Error),
-}
-
-/// Where the PostgreSQL server programs are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Programs {
-    initdb: PathBuf,
-    pg_ctl: PathBuf,
-}
-
-/// Whom the server programs run as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RunAs {
-    /// Ourselves: we are not root.
-    Current,
-    /// An unprivileged user, through a privilege-dropping wrapper.
-    User {
-        name: String,
-        uid: u32,
-        gid: u32,
-        wrapper: Wrapper,
-    },
-}
-
-/// The program that drops root's privileges.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Wrapper {
-    Runuser(PathBuf),
-    Setpriv(PathBuf),
 }
 
 /// The default data folder for a working directory: [`DEFAULT_DATA_ROOT`] and the first 16
@@ -449,201 +426,6 @@ impl PrivateCluster {
     }
 }
 
-/// The server programs: the first folder on `PATH` that holds all three, else the highest
-/// version under `/usr/lib/postgresql/*/bin`.
-fn find_programs() -> Option<Programs> {
-    let path_dirs = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let mut versioned: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| {
-            let version = entry
-                .file_name()
-                .to_string_lossy()
-                .split('.')
-                .map(|part| part.parse().unwrap_or(0))
-                .collect();
-            (version, entry.path().join("bin"))
-        })
-        .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
-
-    path_dirs
-        .into_iter()
-        .chain(versioned.into_iter().map(|(_, dir)| dir))
-        .find(|dir| {
-            ["initdb", "pg_ctl", "postgres"]
-                .iter()
-                .all(|name| is_executable(&dir.join(name)))
-        })
-        .map(|dir| Programs {
-            initdb: dir.join("initdb"),
-            pg_ctl: dir.join("pg_ctl"),
-        })
-}
-
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-}
-
-/// Ourselves when not root; the `postgres` user through `runuser` or `setpriv` when root.
-fn run_as() -> Result<RunAs, ClusterError> {
-    if effective_uid() != Some(0) {
-        return Ok(RunAs::Current);
-    }
-    let (uid, gid) = lookup_user(SERVER_USER).ok_or(ClusterError::NoServerUser)?;
-    let wrapper = find_on_path_or_sbin("runuser")
-        .map(Wrapper::Runuser)
-        .or_else(|| find_on_path_or_sbin("setpriv").map(Wrapper::Setpriv))
-        .ok_or(ClusterError::NoPrivilegeDrop)?;
-    Ok(RunAs::User {
-        name: SERVER_USER.to_owned(),
-        uid,
-        gid,
-        wrapper,
-    })
-}
-
-/// Our effective uid, from `/proc/self/status` (line `Uid: real effective saved fs`).
-fn effective_uid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// The uid and gid of `user`, from `/etc/passwd`.
-fn lookup_user(user: &str) -> Option<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        if fields.next()? != user {
-            return None;
-        }
-        let _password = fields.next()?;
-        let uid = fields.next()?.parse().ok()?;
-        let gid = fields.next()?.parse().ok()?;
-        Some((uid, gid))
-    })
-}
-
-fn find_on_path_or_sbin(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-/// The data folder asked for, made absolute, or the default for the working directory.
-fn absolute_data_dir(data_dir: Option<PathBuf>) -> Result<PathBuf, ClusterError> {
-    let cwd = || {
-        std::env::current_dir().map_err(io_error(
-            "could not read the working directory",
-            Path::new("."),
-        ))
-    };
-    Ok(match data_dir {
-        Some(dir) if dir.is_absolute() => dir,
-        Some(dir) => cwd()?.join(dir),
-        None => default_data_dir(&cwd()?),
-    })
-}
-
-/// Fails when a folder above `dir` clearly does not let `uid` through.
-fn check_reachable(dir: &Path, user: &str, uid: u32, gid: u32) -> Result<(), ClusterError> {
-    for ancestor in dir.ancestors().skip(1) {
-        let meta = fs::metadata(ancestor).map_err(io_error("could not read", ancestor))?;
-        let mode = meta.mode();
-        let passes = if meta.uid() == uid {
-            mode & 0o100 != 0
-        } else {
-            // A group bit may serve through a supplementary group: only a folder that lets
-            // neither its group nor others through surely blocks.
-            mode & 0o001 != 0 || (mode & 0o010 != 0 && (meta.gid() == gid || meta.gid() != 0))
-        };
-        if !passes {
-            return Err(ClusterError::Unreachable {
-                data_dir: dir.to_path_buf(),
-                user: user.to_owned(),
-                blocker: ancestor.to_path_buf(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The port the data folder hashes to, in `PORT_BASE..PORT_BASE + PORT_SPAN`.
-fn hash_port(data_dir: &Path) -> u16 {
-    let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
-    PORT_BASE + u16::from_be_bytes([digest[0], digest[1]]) % PORT_SPAN
-}
-
-/// The first free port from `start` on, wrapping around the range.
-fn free_port(start: u16) -> Result<u16, ClusterError> {
-    let offset = start.saturating_sub(PORT_BASE) % PORT_SPAN;
-    (0..PORT_SPAN)
-        .map(|step| PORT_BASE + (offset + step) % PORT_SPAN)
-        .find(|&port| port_is_free(port))
-        .ok_or(ClusterError::NoFreePort)
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-}
-
-fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ClusterError + 'a {
-    move |source| ClusterError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn command_output(command: &mut Command) -> Result<Output, ClusterError> {
-    command.output().map_err(|source| ClusterError::Spawn {
-        program: display_program(command.get_program()),
-        source,
-    })
-}
-
-async fn async_output(command: Command) -> Result<Output, ClusterError> {
-    let program = display_program(command.get_program());
-    tokio::process::Command::from(command)
-        .output()
-        .await
-        .map_err(|source| ClusterError::Spawn { program, source })
-}
-
-fn display_program(program: &OsStr) -> String {
-    program.to_string_lossy().into_owned()
-}
-
-/// The command line, for messages.
-fn describe(command: &Command) -> String {
-    let mut shown = display_program(command.get_program());
-    for arg in command.get_args() {
-        shown.push(' ');
-        shown.push_str(&arg.to_string_lossy());
-    }
-    shown
-}
-
-fn check(command: String, output: &Output) -> Result<(), ClusterError> {
-    if output.status.success() {
-        return Ok(());
-    }
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    Err(ClusterError::CommandFailed {
-        command,
-        status: output.status.to_string(),
-        output: text,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,19 +437,5 @@ mod tests {
         assert_ne!(a, default_data_dir(Path::new("/root/work/other")));
         assert!(a.starts_with(DEFAULT_DATA_ROOT));
         assert_eq!(a.file_name().map(std::ffi::OsStr::len), Some(32));
-    }
-
-    #[test]
-    fn hash_port_stays_in_range() {
-        for dir in ["/a", "/b", "/var/tmp/escrow-ledger/x"] {
-            let port = hash_port(Path::new(dir));
-            assert!((PORT_BASE..PORT_BASE + PORT_SPAN).contains(&port));
-        }
-    }
-
-    #[test]
-    fn lookup_user_reads_passwd() {
-        assert_eq!(lookup_user("root"), Some((0, 0)));
-        assert_eq!(lookup_user("no-such-user-here"), None);
     }
 }
