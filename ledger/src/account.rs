@@ -9,8 +9,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A reference to a party or a legacy object: one of ours (a UUID) or an outside text.
+/// An external reference's text is never empty: accounts are named after it
+/// (`seller:ext:<text>`), and `ext:` alone names no one, so reading one is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    try_from = "ReferenceFields"
+)]
 pub enum Reference {
     /// An entity with a UUID (a user, a purchase request, ...).
     Entity {
@@ -23,6 +30,36 @@ pub enum Reference {
         #[serde(rename = "ref")]
         reference: String,
     },
+}
+
+/// A [`Reference`] as read, before its text is checked.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum ReferenceFields {
+    Entity {
+        id: Uuid,
+    },
+    External {
+        #[serde(rename = "ref")]
+        reference: String,
+    },
+}
+
+/// An external reference with empty text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an external reference's \"ref\" must not be empty")]
+pub struct EmptyReference;
+
+impl TryFrom<ReferenceFields> for Reference {
+    type Error = EmptyReference;
+
+    fn try_from(fields: ReferenceFields) -> Result<Self, Self::Error> {
+        match fields {
+            ReferenceFields::Entity { id } => Ok(Reference::Entity { id }),
+            ReferenceFields::External { reference } if reference.is_empty() => Err(EmptyReference),
+            ReferenceFields::External { reference } => Ok(Reference::External { reference }),
+        }
+    }
 }
 
 impl Reference {
@@ -192,5 +229,21 @@ mod tests {
         let json = serde_json::to_value(Reference::entity(Uuid::nil())).unwrap();
         assert_eq!(json["kind"], "entity");
         assert!(serde_json::from_str::<Reference>(r#"{"kind":"entity","id":"x"}"#).is_err());
+        assert!(serde_json::from_str::<Reference>(
+            r#"{"kind":"entity","id":"00000000-0000-0000-0000-000000000000","x":1}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn an_empty_external_reference_is_refused_as_it_would_name_no_account() {
+        let err = serde_json::from_str::<Reference>(r#"{"kind":"external","ref":""}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must not be empty"), "{err}");
+        // Every reference that reads names an account that reads back.
+        let r: Reference = serde_json::from_str(r#"{"kind":"external","ref":" "}"#).unwrap();
+        let account = Account::Seller(r);
+        assert_eq!(account.to_string().parse::<Account>().unwrap(), account);
     }
 }
