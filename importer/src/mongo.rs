@@ -1,6 +1,6 @@
 //! The MongoDB side: raw documents only (`RawDocumentBuf`, never deserialized twice), read
 //! by `_id` in ascending order with the driver's batch cursor, resumed with `_id > last`
-//! (never `skip`), in batches handed to the writer through a bounded channel so that reading
+//! and every `_id` that is no ObjectId (never `skip`), in batches handed to the writer through a bounded channel so that reading
 //! overlaps writing while memory stays flat (at most a few batches, each capped in bytes).
 
 use std::time::Duration;
@@ -116,8 +116,7 @@ impl Legacy {
     /// # Errors
     /// A driver error.
     pub async fn count(&self, name: &str, after: Option<ObjectId>) -> Result<u64, MongoError> {
-        let filter = after.map_or_else(Document::new, |a| doc! { "_id": { "$gt": a } });
-        Ok(self.raw(name).count_documents(filter).await?)
+        Ok(self.raw(name).count_documents(after_filter(after)).await?)
     }
 
     /// Starts counting the documents of `name` (after `after`) in the background.
@@ -185,15 +184,29 @@ impl Legacy {
     }
 }
 
+/// The documents a pass reads when it resumes after `after`: the ObjectIds past it, and
+/// every `_id` of another type. A comparison with an ObjectId matches ObjectIds only, so
+/// `_id > after` alone would pass over the documents whose `_id` is a boolean or a date
+/// (they sort after every ObjectId), and a resumed run would neither import nor reject
+/// them. Those documents are rejected (`bad_id`) whenever read; read again, their reject
+/// is updated, not repeated.
+fn after_filter(after: Option<ObjectId>) -> Document {
+    after.map_or_else(Document::new, |a| {
+        doc! { "$or": [
+            { "_id": { "$gt": a } },
+            { "_id": { "$not": { "$type": "objectId" } } },
+        ] }
+    })
+}
+
 async fn read_all(
     coll: &Collection<RawDocumentBuf>,
     after: Option<ObjectId>,
     batch_size: u32,
     tx: &mpsc::Sender<Result<Vec<RawDocumentBuf>, MongoError>>,
 ) -> Result<(), MongoError> {
-    let filter = after.map_or_else(Document::new, |a| doc! { "_id": { "$gt": a } });
     let mut cursor = coll
-        .find(filter)
+        .find(after_filter(after))
         .sort(doc! { "_id": 1 })
         .batch_size(batch_size)
         .await?;

@@ -559,6 +559,66 @@ async fn a_dry_run_writes_nothing_and_reports_the_same() {
     db.drop_db().await;
 }
 
+/// `_id`s that are no ObjectId are rejected on every run, the resumed one too: a resume
+/// reads `_id > last`, which matches ObjectIds only, and would pass over a boolean or a
+/// date `_id` (they sort after every ObjectId) without importing or rejecting it.
+#[tokio::test]
+async fn a_resumed_run_reads_the_documents_whose_id_is_no_object_id() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("idtypes").await;
+    let with_id = |id: RawBson| replace(&payment_doc(1, "5", "USD", "pending", 1), "_id", &id);
+    insert(
+        &mongo,
+        "payments",
+        vec![
+            payment_doc(1, "5", "USD", "pending", 1),
+            payment_doc(2, "6", "USD", "pending", 1),
+            with_id(RawBson::String("legacy-7".into())),
+        ],
+    )
+    .await;
+    ok(&import(&db, &name, &["payments"]));
+    // Written after the first run: it resumes after payment 2.
+    insert(
+        &mongo,
+        "payments",
+        vec![
+            payment_doc(3, "7", "USD", "pending", 1),
+            with_id(RawBson::Boolean(true)),
+            with_id(RawBson::DateTime(at(2, 0))),
+        ],
+    )
+    .await;
+    let out = ok(&import(&db, &name, &["payments"]));
+    let bad: Vec<String> = sqlx::query_scalar(
+        "SELECT object_id FROM legacy_import.rejects WHERE collection = 'payments' \
+         AND code = 'bad_id' ORDER BY object_id",
+    )
+    .fetch_all(&db.admin)
+    .await
+    .expect("rejects");
+    assert_eq!(bad.len(), 3, "{bad:?}\n{out}");
+    assert!(bad.iter().any(|b| b.contains("legacy-7")), "{bad:?}");
+    assert!(bad.iter().any(|b| b == "true"), "{bad:?}");
+    assert!(bad.iter().any(|b| b.contains("$date")), "{bad:?}");
+    let imported: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM legacy_import.id_map WHERE collection = 'payments'",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .expect("id map");
+    assert_eq!(imported, 3);
+    // The parity check agrees: every document is imported or rejected.
+    ok(&e2e::run_binary(
+        &["project"],
+        &[("DATABASE_URL", db.url.as_str())],
+    ));
+    let verify = ok(&import(&db, &name, &["verify", "payments"]));
+    assert!(!verify.contains("imported +"), "{verify}");
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn retry_rejects_imports_a_fixed_document() {
     let db = TestDb::new().await;
