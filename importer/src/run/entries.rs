@@ -16,7 +16,7 @@ use crate::ids::{event_id, Collection};
 use crate::legacy::{AnomalyKind, Reject};
 use crate::store::{self, BatchWrite, DepositRef, IdMapRow};
 use crate::translate::{
-    duplicates_of, parse_entry, payment, place_entry, ParsedEntry, PaymentContext,
+    duplicates_of, parse_entry, payment, payment_asset, place_entry, ParsedEntry, PaymentContext,
 };
 
 use super::batch::{push_anomalies, reject_row};
@@ -65,8 +65,8 @@ impl Run<'_> {
             .await?
         {
             let context = match payment(&d) {
-                Ok(_) => PaymentContext::NotImported,
-                Err(r) => PaymentContext::Rejected(r.to_string()),
+                Ok((imported, _)) => PaymentContext::NotImported(imported.terms.asset),
+                Err(r) => PaymentContext::Rejected(r.to_string(), payment_asset(&d)),
             };
             contexts.insert(object_id_of(&d), context);
         }

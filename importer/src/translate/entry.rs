@@ -76,11 +76,11 @@ pub struct ParsedEntry {
 pub enum PaymentContext {
     /// Imported: these are its terms.
     Imported(Box<PaymentCreated>),
-    /// Rejected by the import, for this reason.
-    Rejected(String),
+    /// Rejected by the import, for this reason; its currency when that could be read.
+    Rejected(String, Option<Asset>),
     /// In MongoDB and valid, but not imported (written after its pass, or a dry run of a
-    /// domain not yet imported never gets here: it sees the terms).
-    NotImported,
+    /// domain not yet imported never gets here: it sees the terms); its currency.
+    NotImported(Asset),
     /// No such payment document.
     Missing,
 }
@@ -242,7 +242,8 @@ pub fn parse_entry(raw: &RawDocument) -> Result<ParsedEntry, Reject> {
 /// (`None` only for an adjustment tied to no payment).
 ///
 /// # Errors
-/// `CurrencyMismatch` when the entry's currency is not its imported payment's.
+/// `CurrencyMismatch` when the entry's currency is not its payment's (imported or not,
+/// when the payment's currency can be read).
 #[allow(clippy::too_many_lines)]
 pub fn place_entry(e: &ParsedEntry, payment: Option<&PaymentContext>) -> Result<Placed, Reject> {
     let mut anomalies = e.source.anomalies.clone();
@@ -267,13 +268,27 @@ pub fn place_entry(e: &ParsedEntry, payment: Option<&PaymentContext>) -> Result<
             )
         }
         (Some(pid), context) => {
+            // The currency rule holds whether or not the payment imported: an entry in
+            // another currency than its payment's is refused, not put in suspense.
+            let known = match context {
+                Some(PaymentContext::Rejected(_, asset)) => *asset,
+                Some(PaymentContext::NotImported(asset)) => Some(*asset),
+                _ => None,
+            };
+            if let Some(asset) = known.filter(|a| *a != e.asset) {
+                return Err(Reject::at(
+                    RejectCode::CurrencyMismatch,
+                    "currency",
+                    format!("{} on a payment in {asset}", e.asset),
+                ));
+            }
             let (placement, kind, why) = match context {
-                Some(PaymentContext::Rejected(reason)) => (
+                Some(PaymentContext::Rejected(reason, _)) => (
                     EntryPlacement::RejectedPayment,
                     AnomalyKind::EntryOfRejectedPayment,
                     format!("payment {} was rejected: {reason}", hex(e)),
                 ),
-                Some(PaymentContext::NotImported) => (
+                Some(PaymentContext::NotImported(_)) => (
                     EntryPlacement::Orphan,
                     AnomalyKind::EntryOfUnimportedPayment,
                     format!("payment {} exists but was not imported", hex(e)),

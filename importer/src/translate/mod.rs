@@ -18,7 +18,7 @@ use crate::legacy::{ejson, Anomaly, AnomalyKind, Doc, Notes, Reject, RejectCode}
 
 pub use dispute::{finish_dispute, parse_dispute, DisputePayment, ParsedDispute, ParsedResolution};
 pub use entry::{duplicates_of, parse_entry, place_entry, ParsedEntry, PaymentContext, Placed};
-pub use payment::{payment, purchase_request_key, KNOWN_PAYMENT_FIELDS};
+pub use payment::{payment, payment_asset, purchase_request_key, KNOWN_PAYMENT_FIELDS};
 
 /// What every translated document carries: its id, its canonical form and digest, and the
 /// oddities met.

@@ -3,6 +3,7 @@
 
 use bson::RawDocument;
 use ledger::account::Reference;
+use ledger::money::Asset;
 use ledger::payment::{PaymentCreated, PaymentImported, PaymentStatus};
 
 use super::{asset, created_at, open, positive, Source};
@@ -136,4 +137,12 @@ pub fn purchase_request_key(raw: &RawDocument) -> Option<String> {
     .ok()
     .flatten()
     .map(|r| r.account_key())
+}
+
+/// The currency of a payment document, read as [`payment`] reads it, even when the
+/// document is rejected for another field; `None` when the document or that field cannot
+/// be read. An entry of that payment must be in that currency (`legacy-mongo.md`).
+pub fn payment_asset(raw: &RawDocument) -> Option<Asset> {
+    let (doc, _, mut notes) = open(raw).ok()?;
+    super::asset(&doc, "currency", &mut notes).ok()
 }

@@ -603,7 +603,7 @@ fn orphans_and_entries_of_rejected_payments_go_to_suspense() {
         .any(|a| a.kind == AnomalyKind::OrphanEntry));
     let rejected = place_entry(
         &parsed,
-        Some(&PaymentContext::Rejected("too_fine at amount".into())),
+        Some(&PaymentContext::Rejected("too_fine at amount".into(), None)),
     )
     .unwrap();
     assert_eq!(rejected.event.placement, EntryPlacement::RejectedPayment);
@@ -621,6 +621,36 @@ fn orphans_and_entries_of_rejected_payments_go_to_suspense() {
     assert_eq!(
         (deposit.event.from, deposit.event.to),
         (Account::PlatformSuspense, escrow())
+    );
+}
+
+#[test]
+fn an_entry_in_another_currency_than_its_unimported_payment_is_rejected() {
+    let eur = parse_entry(&with(entry("deposit", "4"), "currency", "EUR")).unwrap();
+    let usd = parse_entry(&entry("deposit", "4")).unwrap();
+    // The payment was rejected for another field but its currency reads: USD.
+    let rejected_usd = without(&base_payment(), "buyerId");
+    assert!(payment(&rejected_usd).is_err());
+    let asset = payment_asset(&rejected_usd);
+    assert_eq!(asset, Some(Asset::Usd));
+    let context = PaymentContext::Rejected("missing_field at buyerId".into(), asset);
+    let r = place_entry(&eur, Some(&context)).unwrap_err();
+    assert_eq!(r.code, RejectCode::CurrencyMismatch);
+    assert_eq!(r.field.as_deref(), Some("currency"));
+    assert_eq!(
+        place_entry(&usd, Some(&context)).unwrap().event.placement,
+        EntryPlacement::RejectedPayment
+    );
+    // Valid but not imported: its currency is known.
+    let r = place_entry(&eur, Some(&PaymentContext::NotImported(Asset::Usd))).unwrap_err();
+    assert_eq!(r.code, RejectCode::CurrencyMismatch);
+    // A payment whose currency cannot be read says nothing about the entry's.
+    let unreadable = with(base_payment(), "currency", "GBP");
+    assert_eq!(payment_asset(&unreadable), None);
+    let context = PaymentContext::Rejected("unknown_currency at currency".into(), None);
+    assert_eq!(
+        place_entry(&eur, Some(&context)).unwrap().event.placement,
+        EntryPlacement::RejectedPayment
     );
 }
 
