@@ -187,6 +187,25 @@ async fn queries_read_their_writes_page_filter_and_check_rights() {
     assert_eq!(v["payments"].as_array().unwrap().len(), 4);
     let (s, _) = server.get("/v1/payments?colour=red", &coord).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Empty parameters, as contract.md writes the template, are absent parameters.
+    let (s, all) = server
+        .get(&format!("/v1/payments?min_position={last}"), &coord)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert!(!all["payments"].as_array().unwrap().is_empty());
+    let (s, empty) = server
+        .get(
+            &format!(
+                "/v1/payments?status=&provider=&buyer=&seller=&from=&to=&cursor=&limit=&min_position={last}"
+            ),
+            &coord,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{empty}");
+    assert_eq!(empty, all);
+    let (s, feed) = server.get("/v1/events?after=&limit=", &admin).await;
+    assert_eq!(s, StatusCode::OK, "{feed}");
+    assert_eq!(feed, server.get("/v1/events", &admin).await.1);
     let (s, _) = server.get("/v1/payments?cursor=zz", &coord).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 

@@ -177,3 +177,34 @@ impl CommandHeaders {
         Ok(())
     }
 }
+
+/// An empty query parameter means the parameter is absent, on every route alike:
+/// `contract.md` writes its filters as `?status=&provider=&...`, and a client filling
+/// that template leaves the ones it does not use empty. Without this, an empty `status`
+/// filtered on the empty text while an empty `limit` was refused.
+pub async fn empty_query_params_are_absent(mut req: Request) -> Request {
+    let Some(query) = req.uri().query() else {
+        return req;
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty()))
+        .collect();
+    if kept.len() == query.split('&').count() {
+        return req;
+    }
+    let path = req.uri().path();
+    let path_and_query = if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = axum::http::uri::PathAndQuery::try_from(path_and_query) {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}

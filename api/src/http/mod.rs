@@ -75,7 +75,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/adjustments", post(adjustments::adjust))
         .route("/v1/events", get(events::feed))
         .route("/v1/legacy/{collection}/{object_id}", get(legacy::lookup))
-        .merge(queries::routes());
+        .merge(queries::routes())
+        .layer(middleware::map_request(
+            extract::empty_query_params_are_absent,
+        ));
     Router::new()
         .merge(v1)
         .route("/healthz", get(health::healthz))
