@@ -418,6 +418,55 @@ async fn if_match_admits_its_version_and_one_of_two_racers() {
     db.drop_db().await;
 }
 
+/// `If-Match` names the command's main stream: a dispute opened with `If-Match: "0"` (its
+/// new stream) is decided again, not refused, when only the payment it freezes moved.
+#[tokio::test]
+async fn if_match_on_a_dispute_is_not_refused_because_its_payment_moved() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    for round in 0..5 {
+        let payment = new_payment(&server, &coord, "100.00").await;
+        let body = json!({"payment_id": payment, "opened_by": entity(Uuid::new_v4()),
+                          "role": "buyer", "reason": "not_as_described", "description": "x"})
+        .to_string();
+        let open_key = key();
+        let headers = [
+            ("if-match", "\"0\""),
+            ("idempotency-key", open_key.as_str()),
+        ];
+        let open = server.send("POST", "/v1/disputes", Some(&coord), Some(&body), &headers);
+        let deposits = futures::future::join_all((0..6).map(|i| {
+            let body = json!({"amount": "1.00", "reference": format!("r-{round}-{i}")}).to_string();
+            let (server, coord) = (&server, &coord);
+            async move {
+                let path = format!("/v1/payments/{payment}/deposits");
+                let key = key();
+                let (status, _, answer) = server
+                    .send(
+                        "POST",
+                        &path,
+                        Some(coord),
+                        Some(&body),
+                        &[("idempotency-key", &key)],
+                    )
+                    .await;
+                (status.as_u16(), answer)
+            }
+        }));
+        let ((status, _, answer), deposits) = tokio::join!(open, deposits);
+        assert_eq!(status.as_u16(), 201, "round {round}: {answer}");
+        for (status, answer) in deposits {
+            assert!(
+                matches!(status, 200 | 422),
+                "round {round}: {status} {answer}"
+            );
+        }
+    }
+    drop(server);
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn the_openapi_headers_are_what_the_server_requires() {
     let db = TestDb::new().await;

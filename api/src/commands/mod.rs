@@ -234,12 +234,10 @@ async fn attempt_once(
     let appended = match appended {
         Ok(done) => done,
         Err(StoreError::Conflict { .. }) => {
+            // Decided again on fresh state, If-Match included: a command naming its main
+            // stream's version is refused (412) only when that stream moved, not when the
+            // other stream of a two-stream command (a dispute's payment) did.
             drop(tx);
-            if request.if_match.is_some() {
-                return Err(Attempt::Refused(ApiError::PreconditionFailed(
-                    "the stream moved on since the version named by If-Match".into(),
-                )));
-            }
             return Err(Attempt::Lost);
         }
         Err(e) => return Err(Attempt::Refused(e.into())),
