@@ -392,10 +392,10 @@ async fn every_bad_request_is_refused_with_its_problem_and_writes_nothing() {
              r#"{"status": "resolved"}"#, 422, "invalid_state"),
         case("a split above what is held", format!("/v1/disputes/{dispute}/resolution"), &admin,
              r#"{"outcome": "split", "seller_amount": "60.00", "buyer_amount": "40.01"}"#, 422, "insufficient_funds"),
-        // The contract has no code of its own for a split short of what is held: the server
-        // answers 400 (the amounts are wrong for this request).
+        // The contract has no code of its own for a split short of what is held: it is right
+        // for another state of the payment (what it holds), so 422 invalid_state.
         case("a split below what is held", format!("/v1/disputes/{dispute}/resolution"), &admin,
-             r#"{"outcome": "split", "seller_amount": "60.00", "buyer_amount": "39.99"}"#, 400, "validation_failed"),
+             r#"{"outcome": "split", "seller_amount": "60.00", "buyer_amount": "39.99"}"#, 422, "invalid_state"),
         case("a split without its amounts", format!("/v1/disputes/{dispute}/resolution"), &admin,
              r#"{"outcome": "split", "seller_amount": "100.00"}"#, 400, "validation_failed"),
         case("a split with fees above the seller's part", format!("/v1/disputes/{dispute}/resolution"), &admin,

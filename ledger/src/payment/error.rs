@@ -169,7 +169,10 @@ impl PaymentError {
                 RefusalKind::InsufficientFunds
             }
             PaymentError::EscrowFrozen { .. } => RefusalKind::EscrowFrozen,
-            PaymentError::AlreadyExists { .. }
+            // A split short of what is held is right for another state of the payment
+            // (what it holds is state, and deposits can still arrive): not malformed input.
+            PaymentError::SplitMismatch { .. }
+            | PaymentError::AlreadyExists { .. }
             | PaymentError::DepositExceedsAmount { .. }
             | PaymentError::FundsHeld { .. }
             | PaymentError::AlreadyReleased { .. }
@@ -179,7 +182,6 @@ impl PaymentError {
             PaymentError::DepositInFuture { .. }
             | PaymentError::DepositTooOld { .. }
             | PaymentError::DisputeNotEnded { .. }
-            | PaymentError::SplitMismatch { .. }
             | PaymentError::MissingSplitAmounts
             | PaymentError::UnexpectedAmounts
             | PaymentError::AccountNotOfPayment { .. }

@@ -129,7 +129,7 @@ fn a_split_must_equal_what_is_held() {
     let under = p
         .settle_dispute(&settle(Outcome::Split, Some("70"), Some("29"), vec![]))
         .unwrap_err();
-    assert_eq!(under.kind(), RefusalKind::Validation);
+    assert_eq!(under.kind(), RefusalKind::InvalidState);
 }
 
 #[test]
