@@ -67,10 +67,16 @@ pub fn amount(field: &str, value: RawBsonRef<'_>) -> Result<Amount, Reject> {
 }
 
 fn text(field: &str, s: &str) -> Result<Decimal, Reject> {
-    parse_decimal_exact(s).map_err(|e| match e {
+    let value = parse_decimal_exact(s).map_err(|e| match e {
         MoneyError::OutOfRange(_) => Reject::at(RejectCode::OutOfRange, field, e.to_string()),
         _ => Reject::at(RejectCode::NotPlainDecimal, field, e.to_string()),
-    })
+    })?;
+    // `"-0"` reads as zero; the contract rejects a negative zero whatever its type, as it
+    // does the Decimal128 and double ones.
+    if value.is_zero() && s.trim_start().starts_with('-') {
+        return Err(Reject::at(RejectCode::NegativeZero, field, format!("{s:?}")));
+    }
+    Ok(value)
 }
 
 /// A double through its shortest round-trip decimal text (`0.1` → `0.1`).
@@ -296,6 +302,14 @@ mod tests {
         assert_eq!(ok(RawBsonRef::Int32(5)).value, dec("5"));
         assert_eq!(ok(RawBsonRef::Int64(-7)).source, AmountSource::Int64);
         assert_eq!(ok(RawBsonRef::String("0.5")).source, AmountSource::String);
+        for negative_zero in ["-0", "-0.00", "-0.0"] {
+            assert_eq!(
+                code(text("a", negative_zero)),
+                RejectCode::NegativeZero,
+                "{negative_zero}"
+            );
+        }
+        assert_eq!(ok(RawBsonRef::String("0")).value, Decimal::ZERO);
         assert_eq!(
             amount("a", RawBsonRef::Boolean(true)).unwrap_err().code,
             RejectCode::WrongType
