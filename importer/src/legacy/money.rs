@@ -74,7 +74,11 @@ fn text(field: &str, s: &str) -> Result<Decimal, Reject> {
     // `"-0"` reads as zero; the contract rejects a negative zero whatever its type, as it
     // does the Decimal128 and double ones.
     if value.is_zero() && s.trim_start().starts_with('-') {
-        return Err(Reject::at(RejectCode::NegativeZero, field, format!("{s:?}")));
+        return Err(Reject::at(
+            RejectCode::NegativeZero,
+            field,
+            format!("{s:?}"),
+        ));
     }
     Ok(value)
 }

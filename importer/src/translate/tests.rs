@@ -887,3 +887,141 @@ fn dispute_shapes_outside_the_contract_are_rejected() {
         RejectCode::InvalidValue
     );
 }
+
+// --- rows of legacy-mongo.md no other test covers -------------------------------------
+
+#[test]
+fn every_currency_takes_amounts_at_its_own_scale_and_refuses_finer() {
+    for (code, finest, too_fine) in [
+        ("EUR", "1.01", "1.001"),
+        ("USDT", "1.000001", "1.0000001"),
+        ("USDC", "1.000001", "1.0000001"),
+        ("BTC", "0.00000001", "0.000000001"),
+        ("ETH", "0.000000000000000001", "0.0000000000000000001"),
+    ] {
+        let doc = |amount: &str| with(with(base_payment(), "currency", code), "amount", amount);
+        let (p, _) = payment(&doc(finest)).unwrap();
+        assert_eq!(p.terms.amount, dec(finest), "{code}");
+        assert_eq!(pay_reject(&doc(too_fine)), RejectCode::TooFine, "{code}");
+    }
+}
+
+#[test]
+fn a_negative_payout_drops_its_sign() {
+    for account in ["seller", "buyer"] {
+        let p = placed(&with(entry("payout", -3_i32), "account", account));
+        assert_eq!(p.event.amount, dec("3"), "{account}");
+        assert!(p.event.sign_dropped, "{account}");
+        assert!(p
+            .anomalies
+            .iter()
+            .any(|a| a.kind == AnomalyKind::SignDropped));
+    }
+}
+
+#[test]
+fn an_entry_without_created_at_takes_the_time_of_its_id() {
+    let doc = without(&entry("deposit", "1"), "createdAt");
+    assert_eq!(
+        parse_entry(&doc).unwrap().created_at.timestamp_millis(),
+        oid("65b000000000000000000001")
+            .timestamp()
+            .timestamp_millis()
+    );
+    let p = placed(&doc);
+    assert!(p
+        .anomalies
+        .iter()
+        .any(|a| a.kind == AnomalyKind::CreatedAtFromObjectId));
+}
+
+#[test]
+fn orphans_of_every_type_post_their_unknown_sides_to_suspense() {
+    let suspense = Account::PlatformSuspense;
+    let with_account = |kind: &str, dir: Option<&str>, account: &str| {
+        let mut d = with(entry(kind, "10"), "account", account);
+        if let Some(dir) = dir {
+            d = with(d, "direction", dir);
+        }
+        d
+    };
+    let cases = [
+        (entry("refund", "10"), escrow(), suspense.clone()),
+        (
+            with_account("payout", None, "seller"),
+            suspense.clone(),
+            suspense.clone(),
+        ),
+        (
+            with_account("adjustment", Some("credit"), "seller"),
+            Account::PlatformAdjustments,
+            suspense.clone(),
+        ),
+        (
+            with_account("adjustment", Some("debit"), "buyer"),
+            suspense.clone(),
+            Account::PlatformAdjustments,
+        ),
+        (
+            with_account("adjustment", Some("credit"), "escrow"),
+            Account::PlatformAdjustments,
+            escrow(),
+        ),
+    ];
+    for (doc, from, to) in cases {
+        let parsed = parse_entry(&doc).unwrap();
+        let p = place_entry(&parsed, Some(&PaymentContext::Missing)).unwrap();
+        assert_eq!(
+            (p.event.from.clone(), p.event.to.clone()),
+            (from, to),
+            "{}",
+            parsed.kind.as_str()
+        );
+        assert_eq!(p.event.placement, EntryPlacement::Orphan);
+    }
+}
+
+#[test]
+fn an_adjustment_names_a_known_account() {
+    let bad = with(
+        with(entry("adjustment", "1"), "direction", "credit"),
+        "account",
+        "treasury",
+    );
+    assert_eq!(
+        parse_entry(&bad).unwrap_err().code,
+        RejectCode::InvalidValue
+    );
+    let absent = with(entry("adjustment", "1"), "direction", "credit");
+    assert!(matches!(
+        parse_entry(&absent).unwrap_err().code,
+        RejectCode::MissingField | RejectCode::InvalidValue
+    ));
+}
+
+#[test]
+fn every_dispute_value_of_the_contract_reads() {
+    for (status, want) in [
+        ("open", DisputeStatus::Open),
+        ("under_review", DisputeStatus::UnderReview),
+        ("awaiting_buyer", DisputeStatus::AwaitingBuyer),
+        ("awaiting_seller", DisputeStatus::AwaitingSeller),
+        ("rejected", DisputeStatus::Rejected),
+        ("withdrawn", DisputeStatus::Withdrawn),
+        ("closed", DisputeStatus::Closed),
+    ] {
+        let parsed = parse_dispute(&with(dispute(), "status", status)).unwrap();
+        let (d, _) = finish_dispute(&parsed, usd_payment()).unwrap();
+        assert_eq!(d.status, want, "{status}");
+    }
+    for (priority, want) in [
+        ("low", Priority::Low),
+        ("medium", Priority::Medium),
+        ("high", Priority::High),
+        ("urgent", Priority::Urgent),
+    ] {
+        let parsed = parse_dispute(&with(dispute(), "priority", priority)).unwrap();
+        let (d, _) = finish_dispute(&parsed, usd_payment()).unwrap();
+        assert_eq!(d.priority, want, "{priority}");
+    }
+}
