@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use ledger::money::exact_add;
 use ledger::payment::{EntryKind, Payment, PaymentCreated, PaymentEvent, STREAM_TYPE};
 use ledger::Asset;
 use rust_decimal::Decimal;
@@ -217,8 +218,10 @@ impl BucketDelta {
     /// Adds (`sign` = 1) or removes (`sign` = -1) a payment's contribution.
     fn add(&mut self, p: &Payment, amount: Decimal, sign: i64) -> Option<()> {
         let s = Decimal::from(sign);
+        // Exact or refused: `checked_add` alone drops fractional digits once a bucket's
+        // sum outgrows the 96-bit mantissa (18-decimal ETH past about 7.9 * 10^10).
         let add = |acc: &mut Decimal, v: Decimal| -> Option<()> {
-            *acc = acc.checked_add(v.checked_mul(s)?)?;
+            *acc = exact_add(*acc, v.checked_mul(s)?)?;
             Some(())
         };
         self.payments += sign;
@@ -232,7 +235,7 @@ impl BucketDelta {
         add(&mut self.aml_fees, p.aml_fees)?;
         add(
             &mut self.paid_out,
-            p.paid_out_seller.checked_add(p.paid_out_buyer)?,
+            exact_add(p.paid_out_seller, p.paid_out_buyer)?,
         )?;
         Some(())
     }
@@ -405,7 +408,10 @@ fn add_to_buckets<'a>(
             .or_default()
             .add(p, amount, sign)
             .ok_or_else(|| {
-                ProjectionError::halt(NAME, "a reconciliation bucket's sum overflows")
+                ProjectionError::halt(
+                    NAME,
+                    "a reconciliation bucket's sum needs more digits than a decimal holds exactly (refused, not rounded)",
+                )
             })?;
     }
     Ok(())
@@ -512,6 +518,21 @@ mod tests {
             provider: "stripe".into(),
             metadata: Some(serde_json::json!({"k": 1})),
         }
+    }
+
+    #[test]
+    fn a_bucket_refuses_a_sum_it_could_only_round() {
+        let mut terms = created();
+        terms.asset = Asset::Eth;
+        terms.amount = Decimal::from_str_exact("49999999999.999999999999999999").unwrap();
+        let amount = terms.amount;
+        let mut p = Payment::default();
+        p.apply(&PaymentEvent::PaymentCreated(terms), Utc::now());
+        let mut bucket = BucketDelta::default();
+        assert_eq!(bucket.add(&p, amount, 1), Some(()));
+        assert_eq!(bucket.amount, amount);
+        // A second such payment needs a mantissa past 2^96: refused, not rounded.
+        assert_eq!(bucket.add(&p, amount, 1), None);
     }
 
     #[test]

@@ -256,7 +256,7 @@ impl Fill {
 /// written as text for the same reason: the driver writes every zero without decimals.
 fn add(a: Decimal, b: Decimal) -> Option<Decimal> {
     let scale = a.scale().max(b.scale());
-    let mut sum = a.checked_add(b)?;
+    let mut sum = ledger::money::exact_add(a, b)?;
     if sum.scale() < scale {
         sum.rescale(scale);
         if sum.scale() != scale {
@@ -373,5 +373,14 @@ mod tests {
         assert_eq!(exact("12.50").unwrap().to_string(), "12.50");
         assert_eq!(exact("3.308000").unwrap().to_string(), "3.308000");
         assert!(exact("1.00000000000000000000000000001").is_err());
+    }
+
+    #[test]
+    fn a_sum_past_28_significant_digits_is_refused_not_rounded() {
+        let eth = d("49999999999.999999999999999999");
+        assert_eq!(add(eth, Decimal::ZERO), Some(eth));
+        // The exact sum, 99999999999.999999999999999998, needs a mantissa past 2^96.
+        assert_eq!(add(eth, eth), None);
+        assert!(add(eth, -eth).unwrap().is_zero());
     }
 }

@@ -7,11 +7,10 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use ledger::Account;
 use projections::Projection;
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{cursor_in, cursor_out, instant, money, page_size, query, wait_projected};
+use super::{cursor_in, cursor_out, instant, money_text, page_size, query, wait_projected};
 use crate::auth::Role;
 use crate::http::extract::Caller;
 use crate::http::problem::ApiError;
@@ -75,19 +74,18 @@ pub async fn one(
         .map(|t| instant("as_of", t))
         .transpose()?;
     wait_projected(&state, &[Projection::Balances], q.min_position).await?;
-    let rows: Vec<(String, Decimal, i64, Option<i64>)> = match as_of {
-        None => {
-            sqlx::query_as(
-                "SELECT asset, balance, postings, last_position FROM finance.account_balances \
+    // Balances as text: exact whatever their size (see `money_text`).
+    let rows: Vec<(String, String, i64, Option<i64>)> = match as_of {
+        None => sqlx::query_as(
+            "SELECT asset, balance::text, postings, last_position FROM finance.account_balances \
                  WHERE account = $1 ORDER BY asset",
-            )
-            .bind(&account)
-            .fetch_all(&state.pool)
-            .await?
-        }
+        )
+        .bind(&account)
+        .fetch_all(&state.pool)
+        .await?,
         Some(t) => {
             sqlx::query_as(
-                "SELECT b.asset, coalesce(h.balance, 0), coalesce(h.n, 0), h.last_position \
+                "SELECT b.asset, coalesce(h.balance, 0)::text, coalesce(h.n, 0), h.last_position \
                  FROM finance.account_balances b \
                  LEFT JOIN (SELECT asset, sum(amount) AS balance, count(*) AS n, \
                                    max(position) AS last_position \
@@ -113,7 +111,7 @@ pub async fn one(
         balances: rows
             .into_iter()
             .map(|(asset, balance, postings, last_position)| BalanceView {
-                balance: money(&asset, balance),
+                balance: money_text(&asset, &balance),
                 asset,
                 postings,
                 last_position,
@@ -178,8 +176,8 @@ pub async fn list(
             .replace('_', "\\_")
     );
     wait_projected(&state, &[Projection::Balances], q.min_position).await?;
-    let mut rows: Vec<(String, String, Decimal)> = sqlx::query_as(
-        "SELECT account, asset, balance FROM finance.account_balances \
+    let mut rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT account, asset, balance::text FROM finance.account_balances \
          WHERE account LIKE $1 AND ($2::text IS NULL OR (account, asset) > ($2 COLLATE \"C\", $3)) \
          ORDER BY account, asset LIMIT $4",
     )
@@ -199,7 +197,7 @@ pub async fn list(
         accounts: rows
             .into_iter()
             .map(|(account, asset, balance)| AccountBalanceView {
-                balance: money(&asset, balance),
+                balance: money_text(&asset, &balance),
                 account,
                 asset,
             })

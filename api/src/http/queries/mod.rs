@@ -184,6 +184,28 @@ fn money(asset: &str, amount: Decimal) -> String {
         .map_or_else(|_| amount.normalize().to_string(), |a| a.format(amount))
 }
 
+/// A sum read from PostgreSQL as text (`numeric::text`), at its asset's scale, exactly:
+/// a sum over many payments or accounts may need more digits than a `Decimal` holds
+/// (18-decimal ETH past about 7.9 * 10^10), and reading it into one would round it. Text
+/// that fits a `Decimal` prints as [`money`] prints it; longer text keeps every digit,
+/// padded with zeros to the scale.
+fn money_text(asset: &str, text: &str) -> String {
+    if let Ok(exact) = Decimal::from_str_exact(text) {
+        return money(asset, exact);
+    }
+    let Ok(scale) = asset.parse::<Asset>().map(|a| a.scale() as usize) else {
+        return text.to_owned();
+    };
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let fraction = fraction.trim_end_matches('0');
+    let width = scale.max(fraction.len());
+    if width == 0 {
+        whole.to_owned()
+    } else {
+        format!("{whole}.{fraction:0<width$}")
+    }
+}
+
 fn money_opt(asset: &str, amount: Option<Decimal>) -> Option<String> {
     amount.map(|a| money(asset, a))
 }
@@ -260,5 +282,30 @@ pub async fn projection_detail(state: &AppState) -> Value {
             tracing::warn!(error = %e, "projection status unavailable");
             Value::Null
         }
+    }
+}
+
+#[cfg(test)]
+mod money_tests {
+    use super::money_text;
+
+    #[test]
+    fn sums_print_at_their_scale_with_every_digit() {
+        assert_eq!(money_text("USD", "97.5"), "97.50");
+        assert_eq!(money_text("USD", "0"), "0.00");
+        assert_eq!(money_text("ETH", "-1.5"), "-1.500000000000000000");
+        // Past what a Decimal holds: kept digit for digit, never rounded.
+        assert_eq!(
+            money_text("ETH", "-89999999999.999999999999999991"),
+            "-89999999999.999999999999999991"
+        );
+        assert_eq!(
+            money_text("ETH", "-22000000000000000022669157806.22731361802469238"),
+            "-22000000000000000022669157806.227313618024692380"
+        );
+        assert_eq!(
+            money_text("USD", "1000000000000000000000000000000.10"),
+            "1000000000000000000000000000000.10"
+        );
     }
 }

@@ -10,12 +10,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use projections::Projection;
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{csv, day, instant, money, query, wait_projected, wants_csv};
+use super::{csv, day, instant, money_text, query, wait_projected, wants_csv};
 use crate::auth::Role;
 use crate::http::extract::Caller;
 use crate::http::problem::ApiError;
@@ -129,7 +128,7 @@ pub async fn buckets(
     for r in &rows {
         let asset: String = r.try_get("asset")?;
         let m = |name: &str| -> Result<String, sqlx::Error> {
-            Ok(money(&asset, r.try_get::<Decimal, _>(name)?))
+            Ok(money_text(&asset, &r.try_get::<String, _>(name)?))
         };
         out.push(BucketView {
             provider: if has("provider") {
@@ -183,7 +182,11 @@ async fn bucket_rows(
 ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
     // The grouping columns come from the fixed list above, never from the request.
     let cols = group.join(", ");
-    let sums: Vec<String> = SUMS.iter().map(|s| format!("sum({s}) AS {s}")).collect();
+    // Sums as text: exact whatever their size (see `money_text`).
+    let sums: Vec<String> = SUMS
+        .iter()
+        .map(|s| format!("sum({s})::text AS {s}"))
+        .collect();
     let sql = format!(
         "SELECT {cols}, sum(payments)::int8 AS payments, {} FROM finance.reconciliation_buckets \
          WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2) \
@@ -335,21 +338,27 @@ pub async fn trial_balance(
         .map(|t| instant("as_of", t))
         .transpose()?;
     wait_projected(&state, &[Projection::Balances], q.min_position).await?;
-    // One statement: one side of the views, one snapshot.
-    let rows: Vec<(String, String, Decimal)> = match as_of {
+    // One statement: one side of the views, one snapshot. Balances and totals as text,
+    // summed by PostgreSQL: exact whatever their size (see `money_text`).
+    let rows: Vec<(String, String, String, String, bool)> = match as_of {
         None => {
             sqlx::query_as(
-                "SELECT asset, account, balance FROM finance.account_balances \
-                 WHERE balance <> 0 ORDER BY asset, account",
+                "SELECT asset, account, balance::text, (sum(balance) OVER w)::text, \
+                        sum(balance) OVER w = 0 \
+                 FROM finance.account_balances WHERE balance <> 0 \
+                 WINDOW w AS (PARTITION BY asset) ORDER BY asset, account",
             )
             .fetch_all(&state.pool)
             .await?
         }
         Some(t) => {
             sqlx::query_as(
-                "SELECT asset, account, sum(amount) FROM finance.balance_history \
-                 WHERE occurred_at <= $1 GROUP BY asset, account HAVING sum(amount) <> 0 \
-                 ORDER BY asset, account",
+                "SELECT asset, account, balance::text, (sum(balance) OVER w)::text, \
+                        sum(balance) OVER w = 0 \
+                 FROM (SELECT asset, account, sum(amount) AS balance \
+                       FROM finance.balance_history WHERE occurred_at <= $1 \
+                       GROUP BY asset, account HAVING sum(amount) <> 0) AS b \
+                 WINDOW w AS (PARTITION BY asset) ORDER BY asset, account",
             )
             .bind(t)
             .fetch_all(&state.pool)
@@ -357,32 +366,27 @@ pub async fn trial_balance(
         }
     };
     let mut totals: Vec<TrialBalanceTotal> = Vec::new();
-    let mut sums: Vec<Decimal> = Vec::new();
-    for (asset, _, balance) in &rows {
-        if totals.last().is_none_or(|t| &t.asset != asset) {
+    for (asset, _, _, total, _) in &rows {
+        if let Some(t) = totals.last_mut().filter(|t| &t.asset == asset) {
+            t.accounts += 1;
+        } else {
             totals.push(TrialBalanceTotal {
                 asset: asset.clone(),
-                total: String::new(),
-                accounts: 0,
+                total: money_text(asset, total),
+                accounts: 1,
             });
-            sums.push(Decimal::ZERO);
-        }
-        if let (Some(t), Some(s)) = (totals.last_mut(), sums.last_mut()) {
-            t.accounts += 1;
-            *s = s
-                .checked_add(*balance)
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a total overflows")))?;
         }
     }
-    for (t, s) in totals.iter_mut().zip(&sums) {
-        t.total = money(&t.asset, *s);
-    }
-    let balanced = sums.iter().all(Decimal::is_zero);
+    let balanced = rows.iter().all(|r| r.4);
+    let rows: Vec<(String, String, String)> = rows
+        .into_iter()
+        .map(|(asset, account, balance, _, _)| (asset, account, balance))
+        .collect();
     if wants_csv(&headers) {
         let lines = rows
             .into_iter()
             .map(|(asset, account, balance)| {
-                let amount = money(&asset, balance);
+                let amount = money_text(&asset, &balance);
                 vec![asset, account, amount]
             })
             .chain(
@@ -404,7 +408,7 @@ pub async fn trial_balance(
             .into_iter()
             .map(
                 |(asset, account, balance)| super::accounts::AccountBalanceView {
-                    balance: money(&asset, balance),
+                    balance: money_text(&asset, &balance),
                     account,
                     asset,
                 },
