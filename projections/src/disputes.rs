@@ -404,19 +404,37 @@ fn record(
     Ok(())
 }
 
+/// The most JSON one insert statement carries. PostgreSQL refuses a jsonb array past
+/// 256 MB, and a dispute's messages may hold a megabyte each (legacy ones do): a batch of
+/// a thousand such events in one statement failed, and failed again on every retry.
+pub const STATEMENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// Inserts `rows` into `table`, as many statements as [`STATEMENT_BYTES`] requires.
 async fn insert<T: Serialize>(
     conn: &mut PgConnection,
     table: &str,
     rows: &[T],
 ) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
+    let sql = format!(
+        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb)"
+    );
+    let mut chunk = String::from("[");
+    for row in rows {
+        let json = serde_json::to_string(row).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        if chunk.len() > 1 && chunk.len() + json.len() >= STATEMENT_BYTES {
+            chunk.push(']');
+            sqlx::query(&sql).bind(&chunk).execute(&mut *conn).await?;
+            chunk.clear();
+            chunk.push('[');
+        }
+        if chunk.len() > 1 {
+            chunk.push(',');
+        }
+        chunk.push_str(&json);
     }
-    sqlx::query(&format!(
-        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1)"
-    ))
-    .bind(sqlx::types::Json(rows))
-    .execute(conn)
-    .await?;
+    if chunk.len() > 1 {
+        chunk.push(']');
+        sqlx::query(&sql).bind(&chunk).execute(&mut *conn).await?;
+    }
     Ok(())
 }

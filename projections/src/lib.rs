@@ -24,6 +24,7 @@ mod payments;
 pub mod rebuild;
 pub mod runner;
 mod state;
+
 pub mod status;
 mod text;
 
@@ -31,6 +32,7 @@ use std::fmt;
 
 use sqlx::PgConnection;
 
+pub use disputes::STATEMENT_BYTES as DISPUTE_STATEMENT_BYTES;
 pub use error::ProjectionError;
 pub use feed::{read_batch, FeedEvent};
 pub use rebuild::{rebuild, RebuildError, RebuildReport, RebuildSettings};

@@ -432,3 +432,59 @@ async fn min_position_not_reached_answers_503_with_retry_after() {
 fn urlencode(text: &str) -> String {
     text.replace('+', "%2B").replace(':', "%3A")
 }
+
+/// Dispute rows are written in statements of bounded JSON: PostgreSQL refuses a jsonb
+/// array past 256 MB, and one projector batch of large messages (a legacy import holds
+/// 1 MB ones) failed, and failed again on every retry. Here 40 MB of messages in one
+/// batch take two statements and all arrive.
+#[tokio::test]
+async fn a_batch_of_large_dispute_messages_projects_in_several_statements() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let (payment, _) = create(&server, Uuid::new_v4(), "10.00", "stripe").await;
+    let buyer = json!({"kind": "entity", "id": Uuid::new_v4()});
+    let (s, v) = server
+        .post(
+            "/v1/disputes",
+            &coord,
+            &json!({"payment_id": payment, "opened_by": buyer, "role": "buyer",
+                    "reason": "not_as_described", "description": "x"}),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dispute = v["id"].as_str().unwrap().to_owned();
+    let body = "m".repeat(2_000_000);
+    let n = 20;
+    for _ in 0..n {
+        command(
+            &server,
+            &coord,
+            &format!("/v1/disputes/{dispute}/messages"),
+            &json!({"author": buyer, "author_role": "buyer", "body": body}),
+        )
+        .await;
+    }
+    drop(server);
+    let out = e2e::run_binary(&["project"], &[("DATABASE_URL", db.url.as_str())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (count, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(length(body)), 0)::int8 FROM finance.dispute_messages \
+         WHERE dispute_id = $1::uuid",
+    )
+    .bind(&dispute)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!((count, bytes), (n, n * 2_000_000));
+    assert!(
+        usize::try_from(bytes).unwrap() > projections::DISPUTE_STATEMENT_BYTES,
+        "the batch must need more than one statement"
+    );
+    db.drop_db().await;
+}
