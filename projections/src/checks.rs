@@ -103,7 +103,7 @@ async fn payments(c: &mut Checks<'_>, side: Side) -> Result<(), sqlx::Error> {
         &format!(
             "WITH {LATER}, esc AS (SELECT p.account, sum(p.amount) AS bal FROM postings p \
                            WHERE p.account LIKE 'escrow:%' AND {POSTED_UPTO} GROUP BY p.account) \
-             SELECT count(*) FROM {} pay FULL JOIN esc ON esc.account = 'escrow:' || pay.payment_id \
+             SELECT count(*) FROM {} pay LEFT JOIN esc ON esc.account = 'escrow:' || pay.payment_id \
              WHERE coalesce(pay.held, 0) <> coalesce(esc.bal, 0)",
             t("payments")
         ),

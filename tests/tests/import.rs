@@ -451,6 +451,13 @@ async fn the_traps_import_as_the_contract_says_and_verify_catches_a_change() {
         &["project"],
         &[("DATABASE_URL", db.url.as_str())],
     ));
+    // A rebuild checks its tables against the store before it swaps them in: the orphan
+    // entries' escrow accounts, which no payment row owns, are no difference.
+    let rebuilt = ok(&e2e::run_binary(
+        &["rebuild", "--all"],
+        &[("DATABASE_URL", db.url.as_str())],
+    ));
+    assert!(!rebuilt.contains("FAILED"), "{rebuilt}");
     let verify = |domain: &str| import(&db, &name, &["verify", domain]);
     let out = verify("payments");
     assert!(
