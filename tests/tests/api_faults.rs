@@ -300,6 +300,11 @@ async fn every_bad_request_is_refused_with_its_problem_and_writes_nothing() {
              json!({"buyer": {"kind": "entity", "id": "bob"}, "seller": entity(Uuid::new_v4()),
                     "purchase_request": entity(Uuid::new_v4()), "amount": "1.00", "asset": "USD",
                     "provider": "stripe"}).to_string(), 400, "validation_failed"),
+        // PostgreSQL's text cannot hold U+0000: refused as input, not failed as a 500.
+        case("a NUL in a text", "/v1/payments", &coord,
+             r#"{"buyer": {"kind": "external", "ref": "nul\u0000x"}, "seller": {"kind": "external", "ref": "s"},
+                 "purchase_request": {"kind": "external", "ref": "p"}, "amount": "1.00", "asset": "USD",
+                 "provider": "stripe"}"#, 400, "validation_failed"),
         // `seller:ext:` would name no account: a projector could not read it back.
         case("empty external reference: seller", "/v1/payments", &coord,
              json!({"buyer": entity(Uuid::new_v4()), "seller": {"kind": "external", "ref": ""},

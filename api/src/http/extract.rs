@@ -85,6 +85,11 @@ impl Body {
         if self.0.is_empty() {
             return Err(ApiError::validation("a JSON body is required"));
         }
+        if has_nul_escape(&self.0) {
+            return Err(ApiError::validation(
+                "text may not contain U+0000 (\\u0000): the ledger's store cannot hold it",
+            ));
+        }
         serde_json::from_slice(&self.0)
             .map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
     }
@@ -94,6 +99,14 @@ impl Body {
     pub fn value(&self) -> serde_json::Value {
         serde_json::from_slice(&self.0).unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// Whether JSON text holds the escape `\u0000` (a NUL in a string; JSON has no other way
+/// to write one): an escape, not a backslash written as `\\` followed by `u0000`.
+fn has_nul_escape(json: &[u8]) -> bool {
+    json.windows(6).enumerate().any(|(i, w)| {
+        w == b"\\u0000" && json[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
+    })
 }
 
 /// The headers every command may carry.
@@ -207,4 +220,18 @@ pub async fn empty_query_params_are_absent(mut req: Request) -> Request {
         }
     }
     req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn a_nul_escape_is_found_and_an_escaped_backslash_is_not_one() {
+        assert!(has_nul_escape(br#"{"ref": "a\u0000b"}"#));
+        assert!(has_nul_escape(br#"{"ref": "\\\u0000"}"#));
+        assert!(!has_nul_escape(br#"{"ref": "\\u0000"}"#));
+        assert!(!has_nul_escape(br#"{"ref": "u0000"}"#));
+        assert!(has_nul_escape(br#"{"ref": "\u00001"}"#));
+    }
 }
