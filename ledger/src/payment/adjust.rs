@@ -61,9 +61,14 @@ impl Payment {
             return Err(PaymentError::NoPlatformCounterpart);
         }
         let from = share_of(terms, &cmd.from)?;
-        share_of(terms, &cmd.to)?;
+        let to = share_of(terms, &cmd.to)?;
         if let Some(dispute_id) = self.frozen_by {
             return Err(PaymentError::EscrowFrozen { dispute_id });
+        }
+        // A cancelled payment holds nothing and takes no money again: its escrow may be
+        // corrected down (imported history may have left money in it), never up.
+        if matches!(to, Share::Escrow) && self.cancelled_at.is_some() {
+            return Err(PaymentError::Cancelled);
         }
         let available = match from {
             Share::Escrow => Some(self.held),

@@ -101,3 +101,26 @@ fn an_imported_negative_escrow_moves_nothing_out_until_made_whole() {
     assert_eq!(p.held, d("10"));
     assert!(p.release(&Release::default()).is_ok());
 }
+
+#[test]
+fn a_cancelled_payments_escrow_takes_no_money_by_adjustment() {
+    let p = given(&[created()]);
+    let p = then(
+        &p,
+        &p.cancel(&Cancel {
+            reason: "buyer left".into(),
+        })
+        .unwrap(),
+    );
+    let into_escrow = adjustment(Account::PlatformAdjustments, Account::Escrow(PAYMENT), "10");
+    let err = p.adjust(&into_escrow).unwrap_err();
+    assert_eq!(err, PaymentError::Cancelled);
+    assert_eq!(err.kind(), RefusalKind::InvalidState);
+    // Its parties' shares may still be corrected.
+    let to_buyer = adjustment(
+        Account::PlatformAdjustments,
+        Account::Buyer(Reference::entity(BUYER)),
+        "10",
+    );
+    assert!(p.adjust(&to_buyer).is_ok());
+}
