@@ -35,6 +35,7 @@ use sqlx::PgConnection;
 pub use disputes::STATEMENT_BYTES as DISPUTE_STATEMENT_BYTES;
 pub use error::ProjectionError;
 pub use feed::{read_batch, FeedEvent};
+pub use payments::STATEMENT_BYTES as PAYMENT_STATEMENT_BYTES;
 pub use rebuild::{rebuild, RebuildError, RebuildReport, RebuildSettings};
 pub use runner::{catch_up, follow, step, RunnerSettings, Step};
 pub use state::{ProjectorState, Side};

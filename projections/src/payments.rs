@@ -23,6 +23,8 @@ use crate::{Projection, ProjectionError, Side};
 mod fill;
 mod write;
 
+pub use write::STATEMENT_BYTES;
+
 pub(crate) use fill::Fill;
 
 const NAME: &str = "payments";

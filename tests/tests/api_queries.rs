@@ -488,3 +488,50 @@ async fn a_batch_of_large_dispute_messages_projects_in_several_statements() {
     );
     db.drop_db().await;
 }
+
+/// Payment rows are written in statements of bounded metadata: a `jsonb[]` parameter may
+/// not pass 1 GB, and a payment's metadata may take most of a 2 MiB request. Here 40 MB
+/// of metadata in one batch take two statements and all arrive.
+#[tokio::test]
+async fn a_batch_of_payments_with_large_metadata_projects_in_several_statements() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let note = "n".repeat(2_000_000);
+    let n = 20;
+    for _ in 0..n {
+        command(
+            &server,
+            &coord,
+            "/v1/payments",
+            &json!({
+                "buyer": {"kind": "entity", "id": Uuid::new_v4()},
+                "seller": {"kind": "entity", "id": Uuid::new_v4()},
+                "purchase_request": {"kind": "external", "ref": "pr-big"},
+                "amount": "1.00", "asset": "USD", "provider": "stripe",
+                "metadata": {"note": note}
+            }),
+        )
+        .await;
+    }
+    drop(server);
+    let out = e2e::run_binary(&["project"], &[("DATABASE_URL", db.url.as_str())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (count, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(length(metadata ->> 'note')), 0)::int8 \
+         FROM finance.payments",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!((count, bytes), (n, n * 2_000_000));
+    assert!(
+        usize::try_from(bytes).unwrap() > projections::PAYMENT_STATEMENT_BYTES,
+        "the batch must need more than one statement"
+    );
+    db.drop_db().await;
+}

@@ -12,8 +12,34 @@ fn col<T>(rows: &[PaymentRow], f: impl Fn(&PaymentRow) -> T) -> Vec<T> {
     rows.iter().map(f).collect()
 }
 
-/// Inserts `rows` into `table` (`projection.payments_<side>`).
+/// The most metadata one statement carries. A `jsonb[]` parameter may not pass 1 GB, and
+/// a payment's metadata may take most of a 2 MiB request: a batch of a thousand such
+/// payments in one statement would fail, and fail again on every retry.
+pub const STATEMENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// Inserts `rows` into `table` (`projection.payments_<side>`), in as many statements as
+/// their metadata needs (see [`STATEMENT_BYTES`]).
 pub(super) async fn insert_rows(
+    conn: &mut PgConnection,
+    table: &str,
+    rows: &[PaymentRow],
+) -> Result<(), sqlx::Error> {
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, r) in rows.iter().enumerate() {
+        let size = r.metadata.as_ref().map_or(0, |m| m.to_string().len());
+        if i > start && bytes + size >= STATEMENT_BYTES {
+            insert_statement(conn, table, &rows[start..i]).await?;
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    insert_statement(conn, table, &rows[start..]).await
+}
+
+/// One `INSERT` of `rows`.
+async fn insert_statement(
     conn: &mut PgConnection,
     table: &str,
     rows: &[PaymentRow],
