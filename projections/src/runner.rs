@@ -262,13 +262,19 @@ async fn follow_one(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut halted = false;
+    // A failure recorded in its state row (see `state::record_failure`), to clear.
+    let mut failing = true;
     let mut backoff = Duration::from_millis(100);
     loop {
         if *shutdown.borrow() {
             return;
         }
         wake.borrow_and_update();
-        let pause = match step(&pool, projection, settings.batch_size).await {
+        let result = step(&pool, projection, settings.batch_size).await;
+        if failing && matches!(result, Ok(Step::Applied { .. } | Step::Idle)) {
+            failing = state::clear_failure(&pool, projection).await.is_err();
+        }
+        let pause = match result {
             Ok(Step::Applied { .. }) => {
                 halted = false;
                 backoff = Duration::from_millis(100);
@@ -288,6 +294,13 @@ async fn follow_one(
             }
             Err(e) => {
                 tracing::warn!(projector = %projection, error = %e, "projector step failed; retrying");
+                // Best effort: when the database itself is what fails, the log says it.
+                if state::record_failure(&pool, projection, &e.to_string())
+                    .await
+                    .is_ok()
+                {
+                    failing = true;
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 backoff
             }

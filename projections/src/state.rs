@@ -60,6 +60,10 @@ pub struct ProjectorState {
     pub halted_reason: Option<String>,
     /// When it last was rebuilt.
     pub rebuilt_at: Option<DateTime<Utc>>,
+    /// Since when its steps fail on a database error (they are retried), if they do.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// The latest failed step's error, while it fails.
+    pub last_error: Option<String>,
 }
 
 /// The advisory lock key of a projector (shared by its runner and its rebuild's swap).
@@ -102,7 +106,7 @@ pub async fn load<'e>(
 ) -> Result<ProjectorState, ProjectionError> {
     let row = sqlx::query(
         "SELECT active_side, checkpoint_tx, checkpoint_position, events_applied, updated_at, \
-                halted_reason, rebuilt_at \
+                halted_reason, rebuilt_at, failing_since, last_error \
          FROM projection.projector_state WHERE projector = $1",
     )
     .bind(projection.name())
@@ -128,7 +132,46 @@ pub async fn load<'e>(
         updated_at: row.try_get("updated_at")?,
         halted_reason: row.try_get("halted_reason")?,
         rebuilt_at: row.try_get("rebuilt_at")?,
+        failing_since: row.try_get("failing_since")?,
+        last_error: row.try_get("last_error")?,
     })
+}
+
+/// Records that a step of `projection` failed with `error` (kept from its first failure
+/// until a step succeeds): what `/readyz` and `/metrics` show of a projector that retries.
+///
+/// # Errors
+/// A database error (the database may be what fails).
+pub async fn record_failure(
+    pool: &sqlx::PgPool,
+    projection: Projection,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection.projector_state \
+         SET failing_since = coalesce(failing_since, now()), last_error = $2 \
+         WHERE projector = $1",
+    )
+    .bind(projection.name())
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Clears a recorded failure once a step of `projection` succeeded.
+///
+/// # Errors
+/// A database error.
+pub async fn clear_failure(pool: &sqlx::PgPool, projection: Projection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection.projector_state SET failing_since = NULL, last_error = NULL \
+         WHERE projector = $1 AND failing_since IS NOT NULL",
+    )
+    .bind(projection.name())
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Moves the checkpoint after `applied` more events.

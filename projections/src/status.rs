@@ -30,6 +30,10 @@ pub struct ProjectorStatus {
     pub updated_at: DateTime<Utc>,
     /// When it was last rebuilt.
     pub rebuilt_at: Option<DateTime<Utc>>,
+    /// Since when its steps fail on a database error (retried), if they do.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// The latest failed step's error, while it fails.
+    pub last_error: Option<String>,
 }
 
 /// Every projector's status.
@@ -61,6 +65,8 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectorStatus>, ProjectionErr
             halted_reason: st.halted_reason,
             updated_at: st.updated_at,
             rebuilt_at: st.rebuilt_at,
+            failing_since: st.failing_since,
+            last_error: st.last_error,
         });
     }
     Ok(out)

@@ -11,6 +11,7 @@ use e2e::server::Server;
 use e2e::TestDb;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sqlx::Executor;
 use uuid::Uuid;
 
 fn key() -> String {
@@ -533,5 +534,62 @@ async fn a_batch_of_payments_with_large_metadata_projects_in_several_statements(
         usize::try_from(bytes).unwrap() > projections::PAYMENT_STATEMENT_BYTES,
         "the batch must need more than one statement"
     );
+    db.drop_db().await;
+}
+
+/// A projector whose steps fail on a database error retries; `/readyz` and `/metrics`
+/// say so (since when, and the error) instead of calling it healthy, and clear it once a
+/// step succeeds again.
+#[tokio::test]
+async fn a_failing_projector_shows_in_readyz_and_clears_when_it_recovers() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &[]);
+    let finance = server.tokens.finance.clone();
+    db.admin
+        .execute("REVOKE INSERT ON projection.payments_a FROM escrow_ledger_app")
+        .await
+        .unwrap();
+    create(&server, Uuid::new_v4(), "5.00", "stripe").await;
+    let failing = |ready: &Value| ready["projections"]["payments"]["failing"].clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let (s, ready) = server.get("/readyz", &finance).await;
+        assert_eq!(s, StatusCode::OK, "{ready}");
+        if !failing(&ready).is_null() || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let error = failing(&ready)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("permission denied"), "{ready}");
+    assert!(failing(&ready)["since"].is_string(), "{ready}");
+    assert_eq!(ready["projections"]["payments"]["halted"], Value::Null);
+    let (_, _, metrics) = server.send("GET", "/metrics", None, None, &[]).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("projection_failing{projector=\"payments\"} 1"),
+        "{metrics}"
+    );
+
+    db.admin
+        .execute("GRANT INSERT ON projection.payments_a TO escrow_ledger_app")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let (_, ready) = server.get("/readyz", &finance).await;
+        let done = failing(&ready).is_null() && ready["projections"]["payments"]["lag_events"] == 0;
+        if done || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(failing(&ready).is_null(), "{ready}");
+    assert_eq!(ready["projections"]["payments"]["lag_events"], 0, "{ready}");
     db.drop_db().await;
 }

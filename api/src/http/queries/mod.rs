@@ -264,6 +264,8 @@ pub async fn projection_detail(state: &AppState) -> Value {
                 }
                 metrics::gauge!("projection_halted", "projector" => name)
                     .set(if s.halted_reason.is_some() { 1.0 } else { 0.0 });
+                metrics::gauge!("projection_failing", "projector" => name)
+                    .set(if s.failing_since.is_some() { 1.0 } else { 0.0 });
                 out.insert(
                     name.to_owned(),
                     json!({
@@ -272,6 +274,10 @@ pub async fn projection_detail(state: &AppState) -> Value {
                         "lag_ms": s.lag_ms,
                         "active_side": s.active_side,
                         "halted": s.halted_reason,
+                        "failing": s.failing_since.map(|since| json!({
+                            "since": since,
+                            "error": s.last_error,
+                        })),
                         "rebuilt_at": s.rebuilt_at,
                     }),
                 );
