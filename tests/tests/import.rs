@@ -986,3 +986,77 @@ async fn an_unwritable_report_path_fails_before_importing() {
     mongo.drop().await.expect("drop");
     db.drop_db().await;
 }
+
+/// A reject explains its document's differences only while the document is the one that
+/// was rejected: changed since (a zero deposit made into 5,000 on a payment that does not
+/// exist), verify names it and fails; deleted, `--retry-rejects` closes its reject and
+/// verify agrees again.
+#[tokio::test]
+async fn verify_names_a_rejected_document_changed_since_and_a_retry_closes_a_deleted_one() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("rejchanged").await;
+    insert(
+        &mongo,
+        "payments",
+        vec![payment_doc(1, "100", "USD", "funded", 1)],
+    )
+    .await;
+    insert(
+        &mongo,
+        "fundsledgerentries",
+        vec![
+            entry_doc(1, Some(oid(1)), "deposit", "100", 2),
+            entry_doc(2, Some(oid(1)), "deposit", "0", 3),
+        ],
+    )
+    .await;
+    ok(&import(&db, &name, &["payments"]));
+    ok(&e2e::run_binary(
+        &["project"],
+        &[("DATABASE_URL", db.url.as_str())],
+    ));
+    let verify = || import(&db, &name, &["verify", "payments"]);
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let entries = mongo.collection::<RawDocumentBuf>("fundsledgerentries");
+    entries
+        .update_one(
+            doc! { "_id": oid(50_002) },
+            doc! { "$set": { "amount": d128("5000"), "paymentId": oid(779) } },
+        )
+        .await
+        .expect("update");
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("65a1b2c3d4e5f6070000c352")
+            && l.contains("changed since it was rejected")
+            && l.contains("UNEXPLAINED")),
+        "{text}"
+    );
+
+    entries
+        .delete_one(doc! { "_id": oid(50_002) })
+        .await
+        .expect("delete");
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("absent now"), "{text}");
+    let retried = ok(&import(&db, &name, &["payments", "--retry-rejects"]));
+    assert!(retried.contains("no longer in MongoDB"), "{retried}");
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}

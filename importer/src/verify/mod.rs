@@ -9,7 +9,8 @@
 //! changed after its import is named and never explained, nor are its payment's
 //! differences. Otherwise a difference is explained when the import listed that id: a
 //! reject or an anomaly of the payment, or of one of its entries (of the type that
-//! differs, for money).
+//! differs, for money). A rejected document changed or deleted since its reject is named
+//! and never explained either (`rejects.rs`).
 //!
 //! MongoDB's side is parsed on the client and written in batches into temporary tables of
 //! verify's connection; PostgreSQL joins them with the ledger's side (`scratch.rs`), so
@@ -18,6 +19,7 @@
 
 mod disputes;
 mod payments;
+mod rejects;
 mod scratch;
 
 use std::collections::BTreeMap;
@@ -165,6 +167,9 @@ pub async fn verify(
                 explained_by: None,
             });
         }
+    }
+    for &c in domain.collections() {
+        rejects::verify(&mut conn, &legacy, c.name(), &mut outcome).await?;
     }
     match domain {
         Domain::Payments => payments::verify(&mut conn, &legacy, wait, &mut outcome).await?,
