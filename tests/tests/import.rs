@@ -1060,3 +1060,69 @@ async fn verify_names_a_rejected_document_changed_since_and_a_retry_closes_a_del
     mongo.drop().await.expect("drop");
     db.drop_db().await;
 }
+
+/// An imported dispute whose document no longer parses, or is gone, is named by
+/// `verify disputes` (its history has no source any more), as payments and entries are.
+#[tokio::test]
+async fn verify_disputes_names_an_imported_dispute_made_invalid_or_deleted() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("dispgone").await;
+    insert(
+        &mongo,
+        "payments",
+        vec![payment_doc(1, "100", "USD", "funded", 1)],
+    )
+    .await;
+    insert(
+        &mongo,
+        "fundsledgerentries",
+        vec![entry_doc(1, Some(oid(1)), "deposit", "100", 2)],
+    )
+    .await;
+    let dispute = |n: u32| {
+        rawdoc! {
+            "_id": oid(n), "paymentId": oid(1), "purchaseRequestId": oid(1001),
+            "openedBy": oid(9002), "openedByRole": "buyer", "reason": "other",
+            "description": "late", "status": "closed",
+            "timeline": [ { "status": "open", "at": at(21, 0), "by": "system" } ],
+            "createdAt": at(21, 0), "updatedAt": at(21, 5),
+        }
+    };
+    insert(&mongo, "disputes", vec![dispute(70_001), dispute(70_002)]).await;
+    ok(&import(&db, &name, &["payments"]));
+    ok(&import(&db, &name, &["disputes"]));
+    let verify = || import(&db, &name, &["verify", "disputes"]);
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let disputes = mongo.collection::<RawDocumentBuf>("disputes");
+    disputes
+        .update_one(
+            doc! { "_id": oid(70_001) },
+            doc! { "$set": { "status": "reopened" } },
+        )
+        .await
+        .expect("update");
+    disputes
+        .delete_one(doc! { "_id": oid(70_002) })
+        .await
+        .expect("delete");
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for n in [70_001, 70_002] {
+        let hex = oid(n).to_hex();
+        assert!(
+            text.lines().any(|l| l.contains(&hex)
+                && l.contains("absent or invalid now")
+                && l.contains("UNEXPLAINED")),
+            "{hex}: {text}"
+        );
+    }
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}

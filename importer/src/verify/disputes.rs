@@ -29,6 +29,13 @@ pub async fn verify(
     legacy: &Legacy,
     outcome: &mut VerifyOutcome,
 ) -> Result<(), ImportError> {
+    // The valid disputes seen in MongoDB, for the check after the loop.
+    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS verify_mdisp (hex text PRIMARY KEY)")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("TRUNCATE pg_temp.verify_mdisp")
+        .execute(&mut *conn)
+        .await?;
     let mut rx = legacy.batches(Collection::Disputes.name(), None, 500);
     while let Some(batch) = rx.recv().await {
         let parsed: Vec<_> = batch?
@@ -36,6 +43,13 @@ pub async fn verify(
             .filter_map(|raw| parse_dispute(raw).ok())
             .collect();
         let hexes: Vec<String> = parsed.iter().map(|p| p.source.object_id.clone()).collect();
+        sqlx::query(
+            "INSERT INTO pg_temp.verify_mdisp SELECT DISTINCT h FROM UNNEST($1::text[]) AS h \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&hexes)
+        .execute(&mut *conn)
+        .await?;
         let imported: HashMap<String, (String, Uuid)> =
             sqlx::query_as::<_, (String, String, Uuid)>(
                 "SELECT object_id, digest, id FROM legacy_import.id_map \
@@ -109,6 +123,34 @@ pub async fn verify(
                 });
             }
         }
+    }
+    name_the_gone(conn, outcome).await?;
+    Ok(())
+}
+
+/// Names every imported dispute whose document is gone, or no longer parses: its history
+/// in the ledger no longer has a source (payments and entries are checked alike).
+async fn name_the_gone(
+    conn: &mut PgConnection,
+    outcome: &mut VerifyOutcome,
+) -> Result<(), sqlx::Error> {
+    let gone: Vec<String> = sqlx::query_scalar(
+        "SELECT m.object_id FROM legacy_import.id_map m \
+         WHERE m.collection = 'disputes' \
+           AND NOT EXISTS (SELECT 1 FROM pg_temp.verify_mdisp d WHERE d.hex = m.object_id) \
+         ORDER BY m.object_id COLLATE \"C\"",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for hex in gone {
+        outcome.differences.push(Difference {
+            check: "changed".into(),
+            key: format!("dispute {hex}"),
+            mongo: "absent or invalid now".into(),
+            ledger: "imported".into(),
+            ids: vec![hex],
+            explained_by: None,
+        });
     }
     Ok(())
 }
