@@ -627,6 +627,7 @@ async fn a_resumed_run_reads_the_documents_whose_id_is_no_object_id() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)]
 async fn retry_rejects_imports_a_fixed_document() {
     let db = TestDb::new().await;
     let (mongo, name) = legacy_db("retry").await;
@@ -637,19 +638,24 @@ async fn retry_rejects_imports_a_fixed_document() {
             payment_doc(1, "10.005", "USD", "pending", 1),
             payment_doc(2, "3", "USD", "pending", 1),
             payment_doc(3, "7.001", "USD", "funded", 1),
+            payment_doc(4, "5.001", "USD", "released", 1),
         ],
     )
     .await;
-    // Payment 3's deposit is imported into suspense while the payment is rejected.
+    // Payment 3's deposit is imported into suspense while the payment is rejected, and
+    // payment 4's payout to its seller (a payout names no escrow account: both its sides
+    // are suspense).
+    let mut payout = entry_doc(2, Some(oid(4)), "payout", "5", 3);
+    payout.append("account", "seller");
     insert(
         &mongo,
         "fundsledgerentries",
-        vec![entry_doc(1, Some(oid(3)), "deposit", "7", 2)],
+        vec![entry_doc(1, Some(oid(3)), "deposit", "7", 2), payout],
     )
     .await;
     ok(&import(&db, &name, &["payments"]));
     let open = "SELECT count(*) FROM legacy_import.rejects WHERE resolved_at IS NULL \
-                AND object_id <> '65a1b2c3d4e5f60700000003'";
+                AND object_id NOT IN ('65a1b2c3d4e5f60700000003', '65a1b2c3d4e5f60700000004')";
     let count = |sql: &'static str| {
         let pool = db.admin.clone();
         async move {
@@ -668,11 +674,16 @@ async fn retry_rejects_imports_a_fixed_document() {
         )
         .await
         .expect("fix");
-    mongo
-        .collection::<RawDocumentBuf>("payments")
-        .update_one(doc! { "_id": oid(3) }, doc! { "$set": { "amount": "7" } })
-        .await
-        .expect("fix");
+    for (n, amount) in [(3, "7"), (4, "5")] {
+        mongo
+            .collection::<RawDocumentBuf>("payments")
+            .update_one(
+                doc! { "_id": oid(n) },
+                doc! { "$set": { "amount": amount } },
+            )
+            .await
+            .expect("fix");
+    }
     let text = ok(&import(&db, &name, &["payments", "--retry-rejects"]));
     assert!(text.contains("retry_rejects"), "{text}");
     assert_eq!(count(open).await, 0);
@@ -687,6 +698,15 @@ async fn retry_rejects_imports_a_fixed_document() {
     .await
     .expect("payment 3's reject");
     assert_eq!((code.as_str(), streams), ("entries_in_suspense", 0));
+    // So does payment 4, whose only entry left no posting naming it.
+    let code: String = sqlx::query_scalar(
+        "SELECT code FROM legacy_import.rejects WHERE object_id = $1 AND resolved_at IS NULL",
+    )
+    .bind(oid(4).to_hex())
+    .fetch_one(&db.admin)
+    .await
+    .expect("payment 4's reject");
+    assert_eq!(code, "entries_in_suspense");
     let pool = db.service_pool(1).await;
     let p = Payment::from_history(
         &read_stream(&pool, payment_uuid(oid(1)))

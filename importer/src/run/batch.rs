@@ -56,18 +56,27 @@ impl Run<'_> {
         docs: &[RawDocumentBuf],
         write: &mut BatchWrite,
     ) -> Result<(), ImportError> {
-        let accounts: Vec<String> = write
-            .appends
-            .iter()
-            .map(|a| ledger::Account::Escrow(a.stream_id).to_string())
-            .collect();
-        if accounts.is_empty() {
+        let payments: Vec<uuid::Uuid> = write.appends.iter().map(|a| a.stream_id).collect();
+        if payments.is_empty() {
             return Ok(());
         }
-        let held: Vec<(String, i64)> = {
+        let accounts: Vec<String> = payments
+            .iter()
+            .map(|p| ledger::Account::Escrow(*p).to_string())
+            .collect();
+        // Its escrow account's postings, and its entries imported on streams of their own
+        // (a payout or an adjustment of a party's share leaves no posting that names it).
+        let mut held: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        {
             let mut c = self.db.conn().await?;
-            store::postings_of_accounts(&mut c, &accounts).await?
-        };
+            for (account, postings) in store::postings_of_accounts(&mut c, &accounts).await? {
+                *held.entry(account).or_default() += postings;
+            }
+            for (payment, entries) in store::entries_in_suspense(&mut c, &payments).await? {
+                held.entry(ledger::Account::Escrow(payment).to_string())
+                    .or_insert(entries);
+            }
+        }
         for (account, postings) in held {
             let Some(a) = write
                 .appends
@@ -86,9 +95,10 @@ impl Run<'_> {
                 let why = Reject::whole(
                     RejectCode::EntriesInSuspense,
                     format!(
-                        "{postings} postings of its ledger entries were imported into {account} and \
-                         platform:suspense while it was rejected; move them with an adjustment \
-                         out of suspense, or import into a fresh database"
+                        "its ledger entries were imported while it was rejected ({postings} \
+                         postings in {account}, or entries on streams of their own, their \
+                         other sides in platform:suspense); move them with an adjustment out \
+                         of suspense, or import into a fresh database"
                     ),
                 );
                 write

@@ -138,3 +138,25 @@ pub async fn payments_of_purchase_request(
     .await?;
     Ok((imported, rejected))
 }
+
+/// Per payment among `payments`, how many legacy ledger entries were imported on streams
+/// of their own (into suspense: the payment was rejected or missing then).
+///
+/// # Errors
+/// A database error.
+pub async fn entries_in_suspense(
+    conn: &mut PgConnection,
+    payments: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let ids: Vec<String> = payments.iter().map(Uuid::to_string).collect();
+    // No index serves the payload: a retry of rejects is rare, and reads the entries once
+    // per batch of retried payments.
+    sqlx::query_as(
+        "SELECT (payload ->> 'payment_id')::uuid, count(*) FROM events \
+         WHERE stream_type = $1 AND payload ->> 'payment_id' = ANY($2) GROUP BY 1",
+    )
+    .bind(ledger::payment::ENTRY_STREAM_TYPE)
+    .bind(&ids)
+    .fetch_all(conn)
+    .await
+}
