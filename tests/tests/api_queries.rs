@@ -468,12 +468,7 @@ async fn a_batch_of_large_dispute_messages_projects_in_several_statements() {
         .await;
     }
     drop(server);
-    let out = e2e::run_binary(&["project"], &[("DATABASE_URL", db.url.as_str())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    project_now(&db);
     let (count, bytes): (i64, i64) = sqlx::query_as(
         "SELECT count(*), coalesce(sum(length(body)), 0)::int8 FROM finance.dispute_messages \
          WHERE dispute_id = $1::uuid",
@@ -516,12 +511,7 @@ async fn a_batch_of_payments_with_large_metadata_projects_in_several_statements(
         .await;
     }
     drop(server);
-    let out = e2e::run_binary(&["project"], &[("DATABASE_URL", db.url.as_str())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    project_now(&db);
     let (count, bytes): (i64, i64) = sqlx::query_as(
         "SELECT count(*), coalesce(sum(length(metadata ->> 'note')), 0)::int8 \
          FROM finance.payments",
@@ -592,4 +582,14 @@ async fn a_failing_projector_shows_in_readyz_and_clears_when_it_recovers() {
     assert!(failing(&ready).is_null(), "{ready}");
     assert_eq!(ready["projections"]["payments"]["lag_events"], 0, "{ready}");
     db.drop_db().await;
+}
+
+/// Runs `escrow-ledger project` (the projectors once through) on `db`.
+fn project_now(db: &TestDb) {
+    let out = e2e::run_binary(&["project"], &[("DATABASE_URL", db.url.as_str())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

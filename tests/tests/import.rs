@@ -1015,21 +1015,7 @@ async fn an_unwritable_report_path_fails_before_importing() {
 async fn verify_names_a_rejected_document_changed_since_and_a_retry_closes_a_deleted_one() {
     let db = TestDb::new().await;
     let (mongo, name) = legacy_db("rejchanged").await;
-    insert(
-        &mongo,
-        "payments",
-        vec![payment_doc(1, "100", "USD", "funded", 1)],
-    )
-    .await;
-    insert(
-        &mongo,
-        "fundsledgerentries",
-        vec![
-            entry_doc(1, Some(oid(1)), "deposit", "100", 2),
-            entry_doc(2, Some(oid(1)), "deposit", "0", 3),
-        ],
-    )
-    .await;
+    load_funded_payment(&mongo, vec![entry_doc(2, Some(oid(1)), "deposit", "0", 3)]).await;
     ok(&import(&db, &name, &["payments"]));
     ok(&e2e::run_binary(
         &["project"],
@@ -1087,18 +1073,7 @@ async fn verify_names_a_rejected_document_changed_since_and_a_retry_closes_a_del
 async fn verify_disputes_names_an_imported_dispute_made_invalid_or_deleted() {
     let db = TestDb::new().await;
     let (mongo, name) = legacy_db("dispgone").await;
-    insert(
-        &mongo,
-        "payments",
-        vec![payment_doc(1, "100", "USD", "funded", 1)],
-    )
-    .await;
-    insert(
-        &mongo,
-        "fundsledgerentries",
-        vec![entry_doc(1, Some(oid(1)), "deposit", "100", 2)],
-    )
-    .await;
+    load_funded_payment(&mongo, Vec::new()).await;
     let dispute = |n: u32| {
         rawdoc! {
             "_id": oid(n), "paymentId": oid(1), "purchaseRequestId": oid(1001),
@@ -1145,4 +1120,17 @@ async fn verify_disputes_names_an_imported_dispute_made_invalid_or_deleted() {
     }
     mongo.drop().await.expect("drop");
     db.drop_db().await;
+}
+
+/// Payment 1 (100 USD, funded) with its deposit of 100, and `entries` besides.
+async fn load_funded_payment(mongo: &Database, entries: Vec<RawDocumentBuf>) {
+    insert(
+        mongo,
+        "payments",
+        vec![payment_doc(1, "100", "USD", "funded", 1)],
+    )
+    .await;
+    let mut all = vec![entry_doc(1, Some(oid(1)), "deposit", "100", 2)];
+    all.extend(entries);
+    insert(mongo, "fundsledgerentries", all).await;
 }
