@@ -505,3 +505,96 @@ async fn a_session_idle_in_transaction_holds_the_feed_back_no_longer_than_its_li
     );
     db.drop_db().await;
 }
+
+/// The event store against its own service role: `position` and `tx_id` come from the
+/// database alone (a chosen one could sit outside the feed, unseen by the projectors and
+/// by verify), a temporary table cannot shadow `postings` for the balance check, and a
+/// posting holds only what the ledger can read back.
+#[tokio::test]
+async fn the_service_role_cannot_place_events_outside_the_feed_or_store_unreadable_postings() {
+    let db = TestDb::new().await;
+    let pool = db.service_pool(1).await;
+    let columns =
+        "stream_id, stream_type, version, event_id, event_type, schema_version, payload, \
+                   metadata, occurred_at, recorded_at, prev_hash, hash";
+    let values = "gen_random_uuid(), 't', 1, gen_random_uuid(), 'X', 1, '{}', '{}', now(), now(), \
+                  sha256(''), sha256('')";
+    let refused = |sql: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(&sql)
+                .execute(&pool)
+                .await
+                .expect_err(&sql)
+                .to_string()
+        }
+    };
+    let err = refused(format!(
+        "INSERT INTO events (position, {columns}) OVERRIDING SYSTEM VALUE VALUES (-1, {values})"
+    ))
+    .await;
+    assert!(err.contains("permission denied"), "{err}");
+    let err = refused(format!(
+        "INSERT INTO events (tx_id, {columns}) VALUES ('1', {values})"
+    ))
+    .await;
+    assert!(err.contains("permission denied"), "{err}");
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("CREATE TEMP TABLE postings (position bigint, asset text, amount numeric)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let position: i64 = sqlx::query_scalar(&format!(
+        "INSERT INTO events ({columns}) VALUES ({values}) RETURNING position"
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert!(position > 0);
+    sqlx::query("INSERT INTO public.postings VALUES ($1, 0, 'platform:fees', 'USD', 1000)")
+        .bind(position)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = tx.commit().await.unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.constraint()),
+        Some("postings_balanced")
+    );
+
+    for (legs, constraint) in [
+        (
+            "($1, 0, 'nonsense', 'EUR', -5), ($1, 1, 'nonsense2', 'EUR', 5)",
+            "postings_account_name",
+        ),
+        (
+            "($1, 0, 'platform:fees', 'EUR', -1e30), ($1, 1, 'platform:suspense', 'EUR', 1e30)",
+            "postings_amount_fits",
+        ),
+        (
+            "($1, 0, 'seller:ext:', 'EUR', -5), ($1, 1, 'platform:suspense', 'EUR', 5)",
+            "postings_account_name",
+        ),
+    ] {
+        let mut tx = pool.begin().await.unwrap();
+        let position: i64 = sqlx::query_scalar(&format!(
+            "INSERT INTO events ({columns}) VALUES ({values}) RETURNING position"
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        let err = sqlx::query(&format!("INSERT INTO postings VALUES {legs}"))
+            .bind(position)
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.constraint()),
+            Some(constraint),
+            "{legs}: {err}"
+        );
+    }
+    assert_eq!(count(&pool).await, 0);
+    db.drop_db().await;
+}
