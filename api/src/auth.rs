@@ -107,6 +107,7 @@ impl Tokens {
     /// [`TokensError::Malformed`].
     pub fn parse(text: &str) -> Result<Tokens, TokensError> {
         let mut entries = Vec::new();
+        let mut lines: Vec<(usize, [u8; 32])> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
@@ -126,6 +127,14 @@ impl Tokens {
             let hash: [u8; 32] = bytes
                 .try_into()
                 .map_err(|_| malformed("the hash must be 64 hex digits (sha256)"))?;
+            // One token, one role: a hash listed twice would take its last line's role,
+            // silently (a copied line could turn a finance token into an admin one).
+            if let Some((first, _)) = lines.iter().find(|(_, h)| *h == hash) {
+                return Err(malformed(&format!(
+                    "this hash is already on line {first}: one token has one role and name"
+                )));
+            }
+            lines.push((i + 1, hash));
             entries.push(Entry {
                 hash,
                 principal: Principal {
@@ -219,6 +228,15 @@ mod tests {
         );
         assert_eq!(tokens.authenticate("el_wrong"), None);
         assert!(!file.contains(&token));
+    }
+
+    #[test]
+    fn a_hash_listed_twice_is_refused_with_both_lines() {
+        let hash = hex::encode(hash_token("t"));
+        let err = Tokens::parse(&format!("finance fin {hash}\n# note\nadmin boss {hash}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("line 1"), "{err}");
     }
 
     #[test]

@@ -16,12 +16,21 @@ pub async fn resolve(
     database_url: Option<&str>,
     data_dir: Option<std::path::PathBuf>,
 ) -> anyhow::Result<PgConnectOptions> {
+    // Set but empty is a mistake (a deploy template's blank), not "unset": it would
+    // otherwise migrate a throwaway private cluster and report success.
+    let empty = || {
+        anyhow::anyhow!(
+            "DATABASE_URL (or --database-url) is set but empty: give the database's URL, or \
+             unset it to use the private cluster"
+        )
+    };
     let url = match database_url {
-        Some(url) if !url.is_empty() => url.to_owned(),
-        _ => {
-            let cluster = crate::cluster::ensure_running(data_dir).await?;
-            cluster.url
+        Some("") => return Err(empty()),
+        Some(url) => url.to_owned(),
+        None if std::env::var_os("DATABASE_URL").is_some_and(|v| v.is_empty()) => {
+            return Err(empty())
         }
+        None => crate::cluster::ensure_running(data_dir).await?.url,
     };
     Ok(PgConnectOptions::from_str(&url)?)
 }

@@ -17,6 +17,16 @@ async fn migrate_twice_changes_nothing() {
     db.drop_db().await;
 }
 
+/// A `DATABASE_URL` set but empty (a deploy template's blank) is refused, not taken for
+/// unset: that would migrate a throwaway private cluster and report success.
+#[test]
+fn an_empty_database_url_is_refused_not_taken_for_unset() {
+    let out = run_binary(&["migrate"], &[("DATABASE_URL", "")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("set but empty"), "{err}");
+}
+
 #[test]
 fn token_prints_a_token_and_only_its_hash_for_the_file() {
     let out = run_binary(&["token", "--role", "finance", "--name", "month-end"], &[]);
