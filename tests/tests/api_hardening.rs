@@ -568,6 +568,19 @@ async fn readyz_is_unavailable_while_a_migration_is_missing() {
             .contains(&latest.to_string()),
         "{ready}"
     );
+    // A database never migrated answers too: it is pending all of them, not unreachable.
+    sqlx::query("ALTER TABLE _sqlx_migrations RENAME TO sqlx_migrations_away")
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    let (status, _, ready) = server.send("GET", "/readyz", None, None, &[]).await;
+    assert_eq!(status.as_u16(), 503, "{ready}");
+    assert_eq!(ready["status"], "migrations_pending", "{ready}");
+    assert_eq!(ready["missing_migrations"][0], 1, "{ready}");
+    sqlx::query("ALTER TABLE sqlx_migrations_away RENAME TO _sqlx_migrations")
+        .execute(&db.admin)
+        .await
+        .unwrap();
     let (status, _, _) = server.send("GET", "/healthz", None, None, &[]).await;
     assert_eq!(status.as_u16(), 200);
     drop(server);

@@ -22,6 +22,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             .await;
     let applied = match applied {
         Ok(v) => v,
+        // No migrations table: the database answers, it is just not migrated yet.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: database not reachable");
             return (
