@@ -78,10 +78,35 @@ pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes in one line, each said once (a driver's error often repeats
+/// its source's text), with a hint when the schema is missing: a command run against a
+/// database never migrated fails on a table that does not exist.
+fn describe(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    let mut out = parts.join(": ");
+    let undefined_table = err.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            .and_then(sqlx::error::DatabaseError::code)
+            .as_deref()
+            == Some("42P01")
+    });
+    if undefined_table {
+        out.push_str(" (is the database migrated? run `escrow-ledger migrate`)");
+    }
+    out
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -132,5 +157,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import(args) => crate::import::run(url, cli.data_dir, args).await,
         Command::Demo(args) => crate::demo::run(url, cli.data_dir, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let err = anyhow::Error::new(io).context("cannot read tokens file t: No such file");
+        assert_eq!(describe(&err), "cannot read tokens file t: No such file");
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(describe(&err), "outer: inner");
     }
 }
