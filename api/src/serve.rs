@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
+use anyhow::Context as _;
 use clap::Args;
 use ledger::store::{self, PoolSettings};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -59,6 +60,12 @@ pub async fn run(
         tracing::warn!("no API_TOKENS_FILE: every request needing a token will be refused");
         Tokens::default()
     };
+    let target = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    );
     let pool = store::connect(
         options,
         &PoolSettings {
@@ -66,14 +73,17 @@ pub async fn run(
             ..PoolSettings::default()
         },
     )
-    .await?;
+    .await
+    .with_context(|| format!("cannot connect to the database at {target} (DATABASE_URL)"))?;
     let state = AppState {
         notifier: ledger::store::Notifier::spawn(pool.clone()),
         pool,
         tokens: Arc::new(tokens),
         metrics: metrics_handle(),
     };
-    let listener = tokio::net::TcpListener::bind(&args.bind).await?;
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {} (--bind)", args.bind))?;
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     std::io::stdout().flush()?;
