@@ -188,6 +188,9 @@ async fn queries_read_their_writes_page_filter_and_check_rights() {
     assert_eq!(v["payments"].as_array().unwrap().len(), 4);
     let (s, _) = server.get("/v1/payments?colour=red", &coord).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = server.get("/v1/payments?status=fundd", &coord).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["code"], "validation_failed");
     // Empty parameters, as contract.md writes the template, are absent parameters.
     let (s, all) = server
         .get(&format!("/v1/payments?min_position={last}"), &coord)
@@ -556,6 +559,22 @@ async fn a_failing_projector_shows_in_readyz_and_clears_when_it_recovers() {
         .to_owned();
     assert!(error.contains("permission denied"), "{ready}");
     assert!(failing(&ready)["since"].is_string(), "{ready}");
+    // Finance sees it too, in its own schema.
+    let mut tx = db.admin.begin().await.unwrap();
+    tx.execute("SET LOCAL ROLE escrow_ledger_finance")
+        .await
+        .unwrap();
+    let seen: Option<String> = sqlx::query_scalar(
+        "SELECT last_error FROM finance.projector_status WHERE projector = 'payments'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert!(
+        seen.is_some_and(|e| e.contains("permission denied")),
+        "finance.projector_status"
+    );
+    drop(tx);
     assert_eq!(ready["projections"]["payments"]["halted"], Value::Null);
     let (_, _, metrics) = server.send("GET", "/metrics", None, None, &[]).await;
     assert!(

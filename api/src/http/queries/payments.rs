@@ -251,6 +251,17 @@ pub async fn list(
     caller.require(READERS, "read payments")?;
     let q = query(q)?;
     let limit = page_size(q.limit)?;
+    // A status that does not exist is a typo, not "no payments".
+    if let Some(status) = q.status.as_deref() {
+        let value = serde_json::Value::String(status.to_owned());
+        if serde_json::from_value::<ledger::payment::PaymentStatus>(value).is_err() {
+            return Err(ApiError::validation(format!(
+                "status {status:?} is not a payment status (awaiting_deposit, partially_funded, \
+                 funded, partially_released, partially_refunded, released, refunded, settled, \
+                 disputed, cancelled)"
+            )));
+        }
+    }
     let buyer = q
         .buyer
         .as_deref()
