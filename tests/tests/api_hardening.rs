@@ -467,6 +467,66 @@ async fn if_match_on_a_dispute_is_not_refused_because_its_payment_moved() {
     db.drop_db().await;
 }
 
+/// The OpenAPI document is valid where a generator would trip (a review found query
+/// parameters declared as required path parameters and repeated operation ids), names the
+/// answers every operation gives, and lists the health routes as needing no token.
+#[tokio::test]
+async fn the_openapi_document_declares_queries_ids_errors_and_health_routes() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let (status, doc) = server.get("/openapi.json", &server.tokens.finance).await;
+    assert_eq!(status, 200);
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                ids.insert(id.clone()),
+                "{method} {path}: operationId {id} repeated"
+            );
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "path" {
+                    let name = p["name"].as_str().unwrap();
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: {name} declared in the path"
+                    );
+                }
+            }
+            if path.starts_with("/v1/") {
+                let responses = op["responses"].as_object().unwrap();
+                for code in ["400", "401", "403", "503"] {
+                    assert!(responses.contains_key(code), "{method} {path}: no {code}");
+                }
+                if method == "post" {
+                    assert!(responses.contains_key("412"), "{method} {path}: no 412");
+                }
+            }
+        }
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let op = &doc["paths"][path]["get"];
+        assert_eq!(op["security"], serde_json::json!([{}]), "{path}: {op}");
+        let (status, _, _) = server.send("GET", path, None, None, &[]).await;
+        assert_eq!(status.as_u16(), 200, "{path} without a token");
+    }
+    // A query parameter the document declares is taken from the query.
+    let limit = doc["paths"]["/v1/payments"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .cloned()
+        .unwrap();
+    assert_eq!(limit["in"], "query");
+    let (status, _) = server
+        .get("/v1/payments?limit=1", &server.tokens.finance)
+        .await;
+    assert_eq!(status, 200);
+    drop(server);
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn the_openapi_headers_are_what_the_server_requires() {
     let db = TestDb::new().await;

@@ -128,6 +128,7 @@ pub async fn payment_events(
 
 /// Query of the feed.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     /// After the event at this position, in feed order (0: from the start).

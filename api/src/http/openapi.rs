@@ -1,9 +1,11 @@
 //! `GET /openapi.json`: the OpenAPI document generated from the handlers and bodies.
 
 use axum::Json;
-use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Required, Type};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
 use super::{adjustments, disputes, dto, events, legacy, payments};
@@ -99,12 +101,75 @@ impl Modify for Contract {
                 params.push(header("X-Correlation-Id", false, CORRELATION_ID));
                 params.push(header("X-Request-Id", false, REQUEST_ID));
             }
+            let post = item.post.is_some();
             for op in [item.get.as_mut(), item.post.as_mut()]
                 .into_iter()
                 .flatten()
             {
+                common_responses(op, post);
                 problem_bodies(op);
             }
+        }
+        for (path, what) in [
+            ("/healthz", "The process answers (no token)."),
+            (
+                "/readyz",
+                "The database answers and every migration is applied: 200, else 503; with the feed's and each projector's lag (no token).",
+            ),
+            ("/metrics", "Prometheus text (no token)."),
+        ] {
+            let op = OperationBuilder::new()
+                .operation_id(Some(path.trim_start_matches('/')))
+                .tag("health")
+                .description(Some(what))
+                .security(SecurityRequirement::default())
+                .response("200", ResponseBuilder::new().description("ok").build())
+                .build();
+            openapi
+                .paths
+                .paths
+                .insert(path.to_owned(), PathItem::new(HttpMethod::Get, op));
+        }
+    }
+}
+
+/// The answers every operation may give besides its own, as the server gives them: 400
+/// (a malformed request or id), 401 (no or unknown token), 403 (the role may not), 503
+/// (the database unreachable, or `min_position` not reached); for commands also 409
+/// (retries exhausted, a deposit reference taken), 412 (`If-Match`), 413 (over 2 MiB) and
+/// 422 (a refusal the payment's state calls for). Every response carries `X-Request-Id`.
+fn common_responses(op: &mut Operation, command: bool) {
+    let mut codes = vec![
+        ("400", "validation_failed"),
+        ("401", "unauthorized"),
+        ("403", "forbidden"),
+        ("503", "unavailable"),
+    ];
+    if command {
+        codes.extend([
+            ("409", "version_conflict (retries exhausted) or duplicate_reference"),
+            ("412", "version_conflict: If-Match names a version the stream has left"),
+            ("413", "payload_too_large"),
+            ("422", "a refusal the state calls for (insufficient_funds, escrow_frozen, invalid_state, idempotency_key_reused)"),
+        ]);
+    }
+    for (status, what) in codes {
+        op.responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::T(ResponseBuilder::new().description(what).build()));
+    }
+    for response in op.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            response
+                .headers
+                .entry("X-Request-Id".to_owned())
+                .or_insert_with(|| {
+                    utoipa::openapi::HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some("The request's id, echoed or made."))
+                        .build()
+                });
         }
     }
 }

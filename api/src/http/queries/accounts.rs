@@ -44,6 +44,7 @@ pub struct AccountView {
 
 /// Read-your-writes and `as_of`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OneQuery {
     /// The sum of the postings whose `occurred_at` is at or before this instant (RFC 3339).
@@ -53,7 +54,7 @@ pub struct OneQuery {
 }
 
 /// An account's balance per asset, now or as of an instant.
-#[utoipa::path(get, path = "/v1/accounts/{account}", tag = "queries",
+#[utoipa::path(get, operation_id = "get_account", path = "/v1/accounts/{account}", tag = "queries",
     params(("account" = String, Path, description = "account name, e.g. platform:fees"), OneQuery),
     responses((status = 200, body = AccountView), (status = 404), (status = 503)))]
 pub async fn one(
@@ -122,6 +123,7 @@ pub async fn one(
 
 /// Which accounts, and paging.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Accounts whose name starts with this (`seller:`, `platform:`, `external:stripe`).
@@ -155,7 +157,7 @@ pub struct AccountPage {
 }
 
 /// Balances of the accounts whose name starts with `prefix`, paged.
-#[utoipa::path(get, path = "/v1/accounts", tag = "queries", params(ListQuery),
+#[utoipa::path(get, operation_id = "list_accounts", path = "/v1/accounts", tag = "queries", params(ListQuery),
     responses((status = 200, body = AccountPage), (status = 400), (status = 503)))]
 pub async fn list(
     State(state): State<AppState>,

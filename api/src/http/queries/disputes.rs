@@ -70,7 +70,7 @@ pub struct DisputeSummary {
     /// Priority.
     pub priority: String,
     /// The assigned admin.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub admin: Option<Value>,
     /// Who opened it.
     #[schema(value_type = Object)]
@@ -116,6 +116,7 @@ impl From<Row> for DisputeSummary {
 
 /// Filters of the queue.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct QueueQuery {
     /// Comma-separated statuses, or `all` (default: the active ones: open, under_review,
@@ -325,7 +326,7 @@ pub struct DisputeView {
     /// The party's account of it.
     pub description: String,
     /// The resolution: outcome, amounts and note.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub resolution: Option<Value>,
     /// Evidence, in order.
     pub evidence: Vec<EvidenceView>,
@@ -337,6 +338,7 @@ pub struct DisputeView {
 
 /// Read-your-writes only.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OneQuery {
     /// Answer once the projections passed the event at this position (feed order).
@@ -429,7 +431,7 @@ impl From<TimelineRow> for TimelineView {
 }
 
 /// A dispute with its evidence, messages and timeline.
-#[utoipa::path(get, path = "/v1/disputes/{id}", tag = "queries",
+#[utoipa::path(get, operation_id = "get_dispute", path = "/v1/disputes/{id}", tag = "queries",
     params(("id" = Uuid, Path, description = "dispute id"), OneQuery),
     responses((status = 200, body = DisputeView), (status = 404), (status = 503)))]
 pub async fn one(

@@ -85,7 +85,7 @@ pub struct PaymentView {
     #[schema(value_type = Object)]
     pub purchase_request: Value,
     /// The seller's offer.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub seller_offer: Option<Value>,
     /// What the buyer must deposit.
     pub amount: String,
@@ -132,7 +132,7 @@ pub struct PaymentView {
     /// The position of its last event.
     pub position: i64,
     /// The caller's free-form data.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
@@ -177,6 +177,7 @@ impl From<Row> for PaymentView {
 
 /// Read-your-writes only.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OneQuery {
     /// Answer once the projections passed the event at this position (feed order).
@@ -184,7 +185,7 @@ pub struct OneQuery {
 }
 
 /// A payment's current state.
-#[utoipa::path(get, path = "/v1/payments/{id}", tag = "queries",
+#[utoipa::path(get, operation_id = "get_payment", path = "/v1/payments/{id}", tag = "queries",
     params(("id" = Uuid, Path, description = "payment id"), OneQuery),
     responses((status = 200, body = PaymentView), (status = 404), (status = 503)))]
 pub async fn one(
@@ -209,6 +210,7 @@ pub async fn one(
 
 /// Filters and paging of the payments list (oldest first).
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this status.
@@ -241,7 +243,7 @@ pub struct PaymentPage {
 }
 
 /// Payments, filtered, oldest first, a page at a time.
-#[utoipa::path(get, path = "/v1/payments", tag = "queries", params(ListQuery),
+#[utoipa::path(get, operation_id = "list_payments", path = "/v1/payments", tag = "queries", params(ListQuery),
     responses((status = 200, body = PaymentPage), (status = 400), (status = 503)))]
 pub async fn list(
     State(state): State<AppState>,

@@ -36,6 +36,7 @@ const SUMS: [&str; 9] = [
 
 /// What to group by and which days.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BucketQuery {
     /// Comma-separated among `provider,status,asset,day` (default: all four). Money is
@@ -287,6 +288,7 @@ fn bucket_csv(group: &[&'static str], buckets: Vec<BucketView>) -> Response {
 
 /// Which instant.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TrialBalanceQuery {
     /// Balances as the sums of postings whose `occurred_at` is at or before this instant
