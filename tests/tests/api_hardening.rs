@@ -510,6 +510,24 @@ async fn the_openapi_document_declares_queries_ids_errors_and_health_routes() {
         let (status, _, _) = server.send("GET", path, None, None, &[]).await;
         assert_eq!(status.as_u16(), 200, "{path} without a token");
     }
+    // Enums and references say what the server accepts.
+    let schemas = &doc["components"]["schemas"];
+    let asset = &schemas["CreatePaymentBody"]["properties"]["asset"];
+    assert_eq!(asset["$ref"], "#/components/schemas/AssetCode", "{asset}");
+    assert!(schemas["AssetCode"]["enum"]
+        .as_array()
+        .is_some_and(|e| e.contains(&serde_json::json!("ETH"))));
+    let buyer = &schemas["CreatePaymentBody"]["properties"]["buyer"];
+    assert_eq!(
+        buyer["$ref"], "#/components/schemas/PartyReference",
+        "{buyer}"
+    );
+    assert!(
+        schemas["PartyReference"]["oneOf"].is_array(),
+        "{}",
+        schemas["PartyReference"]
+    );
+    assert!(schemas["CreatePaymentBody"]["properties"]["amount"]["pattern"].is_string());
     // A query parameter the document declares is taken from the query.
     let limit = doc["paths"]["/v1/payments"]["get"]["parameters"]
         .as_array()

@@ -60,10 +60,10 @@ pub fn asset(text: &str) -> Result<Asset, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct FeeBody {
     /// `fee` or `aml_fee`.
-    #[schema(value_type = String, example = "fee")]
+    #[schema(value_type = super::schema::FeeKindName, example = "fee")]
     pub kind: FeeKind,
     /// Plain decimal text.
-    #[schema(example = "2.50")]
+    #[schema(example = "2.50", pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
 }
 
@@ -100,25 +100,25 @@ pub struct CreatePaymentBody {
     /// The payment's id; generated when absent.
     pub payment_id: Option<Uuid>,
     /// Who pays: `{"kind":"entity","id":...}` or `{"kind":"external","ref":...}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::schema::PartyReference)]
     pub buyer: Reference,
     /// Who is paid.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::schema::PartyReference)]
     pub seller: Reference,
     /// The purchase request paid for.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::schema::PartyReference)]
     pub purchase_request: Reference,
     /// The seller's offer, if any.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<super::schema::PartyReference>)]
     pub seller_offer: Option<Reference>,
     /// What the buyer must deposit.
-    #[schema(example = "125.50")]
+    #[schema(example = "125.50", pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     /// Asset code.
-    #[schema(example = "USD")]
+    #[schema(value_type = super::schema::AssetCode, example = "USD")]
     pub asset: String,
     /// Payment provider, `[a-z0-9_]+`.
-    #[schema(example = "stripe")]
+    #[schema(example = "stripe", pattern = r"^[a-z0-9_]+$")]
     pub provider: String,
     /// Free-form data carried along.
     #[schema(value_type = Option<Object>)]
@@ -130,6 +130,7 @@ pub struct CreatePaymentBody {
 #[serde(deny_unknown_fields)]
 pub struct DepositBody {
     /// How much came in.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     /// The provider's reference (deposited once per provider).
     pub reference: String,
@@ -145,6 +146,7 @@ pub struct DepositBody {
 #[serde(deny_unknown_fields)]
 pub struct MoveBody {
     /// What leaves escrow; default all that is held.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: Option<String>,
     /// Fees out of it.
     #[serde(default)]
@@ -156,9 +158,10 @@ pub struct MoveBody {
 #[serde(deny_unknown_fields)]
 pub struct PayoutBody {
     /// `seller` or `buyer`.
-    #[schema(value_type = String, example = "seller")]
+    #[schema(value_type = super::schema::PartyName, example = "seller")]
     pub party: ledger::payment::Party,
     /// How much.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     /// The provider's payout reference.
     pub reference: String,
@@ -179,13 +182,13 @@ pub struct OpenDisputeBody {
     /// The disputed payment.
     pub payment_id: Uuid,
     /// Who opens it.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::schema::PartyReference)]
     pub opened_by: Reference,
     /// `buyer` or `seller`.
-    #[schema(value_type = String)]
+    #[schema(value_type = super::schema::OpenerRole)]
     pub role: ledger::dispute::PartyRole,
     /// A legacy reason code.
-    #[schema(value_type = String, example = "item_not_received")]
+    #[schema(value_type = super::schema::DisputeReasonName, example = "item_not_received")]
     pub reason: ledger::dispute::DisputeReason,
     /// What happened.
     pub description: String,
@@ -196,11 +199,11 @@ pub struct OpenDisputeBody {
 #[serde(deny_unknown_fields)]
 pub struct EvidenceBody {
     /// Who submits it.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::schema::PartyReference)]
     pub submitted_by: Reference,
     /// image, document, link or text.
     #[serde(rename = "type")]
-    #[schema(value_type = String)]
+    #[schema(value_type = super::schema::EvidenceTypeName)]
     pub evidence_type: ledger::dispute::EvidenceType,
     /// Where it is.
     pub url: Option<String>,
@@ -213,10 +216,10 @@ pub struct EvidenceBody {
 #[serde(deny_unknown_fields)]
 pub struct MessageBody {
     /// Who writes.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::schema::PartyReference)]
     pub author: Reference,
     /// buyer, seller, admin or system.
-    #[schema(value_type = String)]
+    #[schema(value_type = super::schema::AuthorRoleName)]
     pub author_role: ledger::dispute::AuthorRole,
     /// The text.
     pub body: String,
@@ -230,7 +233,7 @@ pub struct MessageBody {
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     /// The admin.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::schema::PartyReference)]
     pub admin: Reference,
 }
 
@@ -239,7 +242,7 @@ pub struct AssignBody {
 #[serde(deny_unknown_fields)]
 pub struct PriorityBody {
     /// low, medium, high or urgent.
-    #[schema(value_type = String)]
+    #[schema(value_type = super::schema::PriorityName)]
     pub priority: ledger::dispute::Priority,
 }
 
@@ -248,7 +251,7 @@ pub struct PriorityBody {
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
     /// Any status but `resolved`.
-    #[schema(value_type = String)]
+    #[schema(value_type = super::schema::DisputeStatusName)]
     pub status: ledger::dispute::DisputeStatus,
     /// Why.
     pub note: Option<String>,
@@ -259,11 +262,13 @@ pub struct StatusBody {
 #[serde(deny_unknown_fields)]
 pub struct ResolutionBody {
     /// release_to_seller, refund_to_buyer, split or no_action.
-    #[schema(value_type = String)]
+    #[schema(value_type = super::schema::OutcomeName)]
     pub outcome: ledger::dispute::Outcome,
     /// For a split: the seller's part (fees come out of it).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub seller_amount: Option<String>,
     /// For a split: the buyer's part.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub buyer_amount: Option<String>,
     /// Fees.
     #[serde(default)]
@@ -282,8 +287,10 @@ pub struct AdjustmentBody {
     /// Credited account name.
     pub to: String,
     /// How much.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     /// Asset code.
+    #[schema(value_type = super::schema::AssetCode)]
     pub asset: String,
     /// Why.
     pub reason: String,

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod payments;
 pub mod problem;
 pub mod queries;
+pub mod schema;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

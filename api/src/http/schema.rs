@@ -1,0 +1,171 @@
+//! Schema-only mirrors of the domain's enums and references, for the OpenAPI document:
+//! the domain (`ledger`) knows nothing of OpenAPI, so its types carry no schema, and a
+//! bare `string` or `object` in the document hid what the server accepts. Each mirrors
+//! the domain type's serde form exactly; a test compares the document with the server.
+
+#![allow(dead_code)] // never built: they only describe
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// An asset the ledger holds (`ledger::Asset`).
+#[derive(Serialize, ToSchema)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum AssetCode {
+    /// US dollar, 2 decimals.
+    USD,
+    /// Euro, 2 decimals.
+    EUR,
+    /// Tether, 6 decimals.
+    USDT,
+    /// USD Coin, 6 decimals.
+    USDC,
+    /// Bitcoin, 8 decimals.
+    BTC,
+    /// Ether, 18 decimals.
+    ETH,
+}
+
+/// A party or a legacy object: one of ours by UUID, or an outside text
+/// (`ledger::account::Reference`; the text is never empty).
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PartyReference {
+    /// One of ours.
+    Entity {
+        /// Its id.
+        id: Uuid,
+    },
+    /// An outside reference, kept verbatim.
+    External {
+        /// The text (at least one character).
+        #[serde(rename = "ref")]
+        #[schema(min_length = 1)]
+        reference: String,
+    },
+}
+
+/// A fee's kind (`ledger::payment::FeeKind`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeeKindName {
+    /// To `platform:fees`.
+    Fee,
+    /// To `platform:aml_fees`.
+    AmlFee,
+}
+
+/// Whose share a payout pays (`ledger::payment::Party`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PartyName {
+    /// The seller.
+    Seller,
+    /// The buyer.
+    Buyer,
+}
+
+/// Who opens a dispute (`ledger::dispute::PartyRole`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenerRole {
+    /// The buyer.
+    Buyer,
+    /// The seller.
+    Seller,
+}
+
+/// Why a dispute was opened (`ledger::dispute::DisputeReason`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeReasonName {
+    /// Not received.
+    ItemNotReceived,
+    /// Not as described.
+    NotAsDescribed,
+    /// A payment problem.
+    PaymentIssue,
+    /// Fraud.
+    Fraud,
+    /// Anything else.
+    Other,
+}
+
+/// Evidence's type (`ledger::dispute::EvidenceType`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceTypeName {
+    /// An image.
+    Image,
+    /// A document.
+    Document,
+    /// A link.
+    Link,
+    /// Text.
+    Text,
+}
+
+/// A message author's role (`ledger::dispute::AuthorRole`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorRoleName {
+    /// The buyer.
+    Buyer,
+    /// The seller.
+    Seller,
+    /// An administrator.
+    Admin,
+    /// The system.
+    System,
+}
+
+/// A dispute's priority (`ledger::dispute::Priority`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorityName {
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Urgent.
+    Urgent,
+}
+
+/// A dispute's status (`ledger::dispute::DisputeStatus`; `resolved` only by a resolution).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeStatusName {
+    /// Open.
+    Open,
+    /// Under review.
+    UnderReview,
+    /// Waiting for the buyer.
+    AwaitingBuyer,
+    /// Waiting for the seller.
+    AwaitingSeller,
+    /// Resolved (by a resolution only).
+    Resolved,
+    /// Rejected.
+    Rejected,
+    /// Withdrawn.
+    Withdrawn,
+    /// Closed.
+    Closed,
+}
+
+/// A resolution's outcome (`ledger::dispute::Outcome`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeName {
+    /// All that is held to the seller (fees as for a release).
+    ReleaseToSeller,
+    /// All that is held to the buyer.
+    RefundToBuyer,
+    /// `seller_amount` and `buyer_amount`, which must add up to what is held.
+    Split,
+    /// Nothing moves; the escrow is unfrozen.
+    NoAction,
+}
