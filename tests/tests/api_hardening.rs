@@ -537,6 +537,22 @@ async fn the_openapi_document_declares_queries_ids_errors_and_health_routes() {
         .cloned()
         .unwrap();
     assert_eq!(limit["in"], "query");
+    assert_eq!(limit["schema"]["maximum"], 500, "{limit}");
+    let from = doc["paths"]["/v1/payments"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "from")
+        .cloned()
+        .unwrap();
+    assert_eq!(from["schema"]["format"], "date-time", "{from}");
+    let (status, _) = server
+        .get("/v1/payments?limit=501", &server.tokens.finance)
+        .await;
+    assert_eq!(
+        status, 400,
+        "the server refuses past the documented maximum"
+    );
     let (status, _) = server
         .get("/v1/payments?limit=1", &server.tokens.finance)
         .await;

@@ -134,6 +134,7 @@ pub struct FeedQuery {
     /// After the event at this position, in feed order (0: from the start).
     pub after: Option<i64>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Accepted for uniformity with other reads; the feed is read from the store itself.
     pub min_position: Option<i64>,

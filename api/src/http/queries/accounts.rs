@@ -48,6 +48,7 @@ pub struct AccountView {
 #[serde(deny_unknown_fields)]
 pub struct OneQuery {
     /// The sum of the postings whose `occurred_at` is at or before this instant (RFC 3339).
+    #[param(format = DateTime)]
     pub as_of: Option<String>,
     /// Answer once the projections passed the event at this position (feed order).
     pub min_position: Option<i64>,
@@ -131,6 +132,7 @@ pub struct ListQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Answer once the projections passed the event at this position (feed order).
     pub min_position: Option<i64>,

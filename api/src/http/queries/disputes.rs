@@ -130,6 +130,7 @@ pub struct QueueQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Answer once the projections passed the event at this position (feed order).
     pub min_position: Option<i64>,

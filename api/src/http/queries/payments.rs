@@ -222,12 +222,15 @@ pub struct ListQuery {
     /// Only this seller: a UUID or `ext:<reference>`.
     pub seller: Option<String>,
     /// Created at or after (RFC 3339).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Created before (RFC 3339).
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Answer once the projections passed the event at this position (feed order).
     pub min_position: Option<i64>,

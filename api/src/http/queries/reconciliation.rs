@@ -43,8 +43,10 @@ pub struct BucketQuery {
     /// never summed across assets: `asset` is always part of the grouping.
     pub group_by: Option<String>,
     /// First UTC day of creation, inclusive (`YYYY-MM-DD`).
+    #[param(format = Date)]
     pub from: Option<String>,
     /// Last UTC day of creation, inclusive (`YYYY-MM-DD`).
+    #[param(format = Date)]
     pub to: Option<String>,
     /// Only this provider.
     pub provider: Option<String>,
@@ -293,6 +295,7 @@ fn bucket_csv(group: &[&'static str], buckets: Vec<BucketView>) -> Response {
 pub struct TrialBalanceQuery {
     /// Balances as the sums of postings whose `occurred_at` is at or before this instant
     /// (RFC 3339); default: now.
+    #[param(format = DateTime)]
     pub as_of: Option<String>,
     /// Answer once the projections passed the event at this position (feed order).
     pub min_position: Option<i64>,
