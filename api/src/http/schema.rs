@@ -169,3 +169,54 @@ pub enum OutcomeName {
     /// Nothing moves; the escrow is unfrozen.
     NoAction,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+    use serde_json::Value;
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    /// The values a mirror's schema lists, each read by the domain type it mirrors: a
+    /// mirror that drifts from the domain (a value renamed or added there) fails here.
+    fn listed_values_read_as<M: PartialSchema, D: DeserializeOwned>(at_least: usize) {
+        let schema = serde_json::to_value(M::schema()).unwrap_or(Value::Null);
+        let values = schema["enum"].as_array().cloned().unwrap_or_default();
+        assert!(values.len() >= at_least, "{schema}");
+        for v in values {
+            assert!(
+                serde_json::from_value::<D>(v.clone()).is_ok(),
+                "{v} is not a value of {}",
+                std::any::type_name::<D>()
+            );
+        }
+    }
+
+    #[test]
+    fn every_mirror_lists_only_values_the_domain_reads() {
+        listed_values_read_as::<AssetCode, ledger::Asset>(6);
+        listed_values_read_as::<FeeKindName, ledger::payment::FeeKind>(2);
+        listed_values_read_as::<PartyName, ledger::payment::Party>(2);
+        listed_values_read_as::<OpenerRole, ledger::dispute::PartyRole>(2);
+        listed_values_read_as::<DisputeReasonName, ledger::dispute::DisputeReason>(5);
+        listed_values_read_as::<EvidenceTypeName, ledger::dispute::EvidenceType>(4);
+        listed_values_read_as::<AuthorRoleName, ledger::dispute::AuthorRole>(4);
+        listed_values_read_as::<PriorityName, ledger::dispute::Priority>(4);
+        listed_values_read_as::<DisputeStatusName, ledger::dispute::DisputeStatus>(8);
+        listed_values_read_as::<OutcomeName, ledger::dispute::Outcome>(4);
+    }
+
+    #[test]
+    fn a_party_reference_in_the_mirrors_form_reads_as_a_reference() {
+        for v in [
+            serde_json::json!({"kind": "entity", "id": Uuid::nil()}),
+            serde_json::json!({"kind": "external", "ref": "shop-7"}),
+        ] {
+            assert!(
+                serde_json::from_value::<ledger::Reference>(v.clone()).is_ok(),
+                "{v}"
+            );
+        }
+    }
+}
