@@ -123,7 +123,9 @@ pub async fn run(
     let pool = store::connect(
         options,
         &PoolSettings {
-            max_connections: 4,
+            // The batch committing, the next batch's lookups, a background ANALYZE and the
+            // NOTIFY to live projectors, with room to spare.
+            max_connections: 6,
             ..PoolSettings::default()
         },
     )

@@ -147,6 +147,6 @@ pub async fn reconcile_payments(
                 }
             }
         }
-        insert_anomalies(conn, &rows).await?;
+        insert_anomalies(conn, &rows, false).await?;
     }
 }

@@ -1134,3 +1134,64 @@ async fn load_funded_payment(mongo: &Database, entries: Vec<RawDocumentBuf>) {
     all.extend(entries);
     insert(mongo, "fundsledgerentries", all).await;
 }
+
+/// A live run translates a batch while the one before it commits: a webhook retried in
+/// the very next batch must still be found (from memory: it is not in PostgreSQL yet)
+/// and named both ways, exactly as a dry run (one batch after the other) names it.
+#[tokio::test]
+async fn a_retried_webhook_in_the_next_batch_is_named_both_ways() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("nextbatch").await;
+    let copies: Vec<RawDocumentBuf> = (2..5)
+        .map(|n| {
+            let mut e = entry_doc(n, Some(oid(1)), "deposit", "10", n);
+            e.append("reference", "tx_again");
+            e
+        })
+        .collect();
+    load_funded_payment(&mongo, copies).await;
+    let dir = std::env::temp_dir();
+    let dry_path = dir.join(format!("import-dry-{}.json", Uuid::new_v4()));
+    let live_path = dir.join(format!("import-live-{}.json", Uuid::new_v4()));
+    let batch = ["--batch-size", "1", "--report"];
+    let dry_arg = dry_path.to_string_lossy().into_owned();
+    let live_arg = live_path.to_string_lossy().into_owned();
+    ok(&import(
+        &db,
+        &name,
+        &[
+            "payments",
+            "--dry-run",
+            batch[0],
+            batch[1],
+            batch[2],
+            &dry_arg,
+        ],
+    ));
+    ok(&import(
+        &db,
+        &name,
+        &["payments", batch[0], batch[1], batch[2], &live_arg],
+    ));
+    let (dry, live) = (report_of(&dry_path), report_of(&live_path));
+    let mut named = ids_of(&live, "anomalies", "duplicate_webhook");
+    named.sort();
+    let copies: Vec<String> = (2..5).map(|n| oid(50_000 + n).to_hex()).collect();
+    assert_eq!(named, copies);
+    // Each copy names the other two.
+    for entry in live["anomalies"]["duplicate_webhook"]
+        .as_array()
+        .expect("listed")
+    {
+        let own = entry["object_id"].as_str().unwrap_or_default();
+        let detail = entry["detail"].as_str().unwrap_or_default();
+        for other in copies.iter().filter(|c| c.as_str() != own) {
+            assert!(detail.contains(other.as_str()), "{own}: {detail}");
+        }
+    }
+    assert_eq!(live["anomalies"], dry["anomalies"]);
+    let _ = std::fs::remove_file(dry_path);
+    let _ = std::fs::remove_file(live_path);
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}

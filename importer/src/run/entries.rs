@@ -71,16 +71,27 @@ impl Run<'_> {
             contexts.insert(object_id_of(&d), context);
         }
         // Duplicate candidates: this batch's entries in memory, earlier batches' from
-        // PostgreSQL by an indexed lookup. (Asking MongoDB for the references made it scan
-        // the whole collection for every batch: it has no index on `reference`.)
+        // PostgreSQL by an indexed lookup, and the batch still committing from memory.
+        // (Asking MongoDB for the references made it scan the whole collection for every
+        // batch: it has no index on `reference`.)
         let references: Vec<String> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok().and_then(|p| p.reference.clone()))
             .collect();
-        let earlier = {
+        let mut earlier = {
             let mut c = self.db.conn().await?;
             store::entries_with_references(&mut c, &references).await?
         };
+        // The batch still committing is not in PostgreSQL yet, or has just committed: then
+        // `earlier` holds its entries twice, and the copies below are deduplicated by id.
+        let wanted: std::collections::HashSet<&str> =
+            references.iter().map(String::as_str).collect();
+        earlier.extend(
+            self.uncommitted
+                .iter()
+                .filter(|r| wanted.contains(r.reference.as_str()))
+                .cloned(),
+        );
         let candidates: Vec<ParsedEntry> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok().filter(|p| p.reference.is_some()).cloned())

@@ -2,7 +2,8 @@
 //! `fundsledgerentries`, then the status and escrow checks) or `disputes` (refused until
 //! payments has finished). Each batch is one short PostgreSQL transaction holding its
 //! events, id map rows, rejects, anomalies and checkpoint; a killed run resumes from the
-//! checkpoint (`_id > last`) and ends with exactly the events of an uninterrupted one. A dry
+//! checkpoint (`_id > last`) and ends with exactly the events of an uninterrupted one. A
+//! live run translates the next batch while one commits (one in flight at a time). A dry
 //! run does everything inside one transaction that is rolled back, so its report is the
 //! real one's. `--retry-rejects` reads the open rejects again by `_id`.
 
@@ -94,6 +95,10 @@ pub enum ImportError {
     /// The run may not start (disputes before payments, ...).
     #[error("{0}")]
     Refused(String),
+    /// The task committing a batch stopped without an answer (it panicked or was
+    /// cancelled).
+    #[error("the batch writer stopped: {0}")]
+    Writer(String),
     /// The JSON report could not be written: before the run (nothing imported), or after
     /// it (the import is done, and `report` holds what the file would have).
     #[error("could not write the report to {}: {source}", path.display())]
@@ -161,6 +166,10 @@ struct Run<'a> {
     legacy: Legacy,
     db: Db,
     report: Report,
+    /// The entries with a reference of the batch a live run is still committing while it
+    /// translates the next: not in PostgreSQL yet, and the next batch's duplicate-webhook
+    /// check needs them. Empty whenever no batch is in flight.
+    uncommitted: Vec<store::EntryReference>,
 }
 
 /// Runs an import (or a dry run, or a retry of rejects) and returns its report.
@@ -213,7 +222,11 @@ async fn run_import(
         Db::Dry(Box::new(tx))
     } else {
         // Live projectors learn of each committed batch (NOTIFY outside the batches).
-        Db::Live(pool.clone(), Notifier::spawn(pool.clone()))
+        Db::Live {
+            pool: pool.clone(),
+            notifier: Notifier::spawn(pool.clone()),
+            analyzing: None,
+        }
     };
     let mut run = Run {
         opts,
@@ -232,6 +245,7 @@ async fn run_import(
             dry_run: opts.dry_run,
             ..Report::default()
         },
+        uncommitted: Vec::new(),
     };
     run.go().await?;
     run.report.finished_at = Some(Utc::now());

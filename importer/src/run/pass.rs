@@ -3,6 +3,7 @@
 
 use bson::oid::ObjectId;
 
+use super::db::Writing;
 use super::{object_id_of, ImportError, Pass, Run};
 use crate::ids::Collection;
 use crate::mongo::PendingCount;
@@ -42,30 +43,52 @@ impl Run<'_> {
         let mut rx = self.legacy.batches(name, after, self.opts.batch_size);
         // Analyze after the first batches and each time the pass quadrupled.
         let mut analyze_at = u64::from(self.opts.batch_size) * 2;
+        let mut seen = 0_u64;
+        // A live run translates a batch while the one before it commits. That one commits
+        // before this one is sent: batches commit in `_id` order, one uncommitted at a
+        // time, so a killed run resumes right after the last committed checkpoint, and a
+        // translation sees every earlier batch in PostgreSQL or in `Run::uncommitted`.
+        // Disputes are translated against their payments' state, which the batch before
+        // may change (a resolution moves money): they wait for it.
+        let overlaps = collection != Collection::Disputes;
+        let mut in_flight: Option<(Writing, u64)> = None;
         while let Some(batch) = rx.recv().await {
-            let docs = batch?;
-            let n = docs.len() as u64;
-            let mut write = self.process(collection, &docs, false, &mut figures).await?;
-            if let Some(last) = docs.last() {
-                let last = object_id_of(last);
-                if crate::ids::is_object_id_hex(&last) {
-                    write.checkpoint = Some((name, last, i64::try_from(n).unwrap_or(0)));
-                }
+            let translated = match batch {
+                Ok(docs) => self
+                    .translate(collection, &docs, &mut figures)
+                    .await
+                    .map(|write| (write, docs.len() as u64)),
+                Err(e) => Err(e.into()),
+            };
+            if let Some((writing, n)) = in_flight.take() {
+                self.land(writing, n, &mut figures, &mut progress).await?;
             }
-            let written = self.db.write(write).await?;
-            figures.read += n;
-            figures.events_written += written;
-            self.report.events_written += written;
-            progress.advance(n);
+            // Nothing is in flight from here to `start_write`: an error leaves no task
+            // committing behind the run's back.
+            let (write, n) = translated?;
             if !counted && at_start.is_ready() {
                 figures.documents_at_start = at_start.get().await?;
                 progress.set_total(figures.documents_at_start);
                 counted = true;
             }
-            if figures.read >= analyze_at {
-                analyze_at = figures.read.saturating_mul(4);
-                self.db.analyze().await;
+            // `seen` counts the documents translated, `figures.read` those committed.
+            seen += n;
+            let references = overlaps.then(|| write.references.clone());
+            let writing = self.db.start_write(write).await?;
+            match references {
+                Some(references) if writing.is_committing() => {
+                    self.uncommitted = references;
+                    in_flight = Some((writing, n));
+                }
+                _ => self.land(writing, n, &mut figures, &mut progress).await?,
             }
+            if seen >= analyze_at {
+                analyze_at = seen.saturating_mul(4);
+                self.db.analyze_in_background();
+            }
+        }
+        if let Some((writing, n)) = in_flight.take() {
+            self.land(writing, n, &mut figures, &mut progress).await?;
         }
         if !counted {
             figures.documents_at_start = at_start.get().await?;
@@ -82,6 +105,43 @@ impl Run<'_> {
             at_end,
             from_start: after.is_none(),
         })
+    }
+
+    /// Waits for a batch of `n` documents to commit, then counts it in the pass's figures,
+    /// the run's and the progress bar.
+    async fn land(
+        &mut self,
+        writing: Writing,
+        n: u64,
+        figures: &mut CollectionReport,
+        progress: &mut Progress,
+    ) -> Result<(), ImportError> {
+        let written = writing.finish().await?;
+        self.uncommitted.clear();
+        figures.read += n;
+        figures.events_written += written;
+        self.report.events_written += written;
+        progress.advance(n);
+        Ok(())
+    }
+
+    /// A batch of documents into the writes of one transaction, its checkpoint the last
+    /// `_id` read (when an ObjectId).
+    async fn translate(
+        &mut self,
+        collection: Collection,
+        docs: &[bson::RawDocumentBuf],
+        figures: &mut CollectionReport,
+    ) -> Result<store::BatchWrite, ImportError> {
+        let mut write = self.process(collection, docs, false, figures).await?;
+        if let Some(last) = docs.last() {
+            let last = object_id_of(last);
+            if crate::ids::is_object_id_hex(&last) {
+                let n = i64::try_from(docs.len()).unwrap_or(0);
+                write.checkpoint = Some((collection.name(), last, n));
+            }
+        }
+        Ok(write)
     }
 
     /// Completes a pass's figures with its count at the end, and says loudly when the

@@ -29,7 +29,8 @@ pub async fn postings_of_accounts(
     .await
 }
 
-/// The entries recorded by earlier batches whose reference is among `references`.
+/// The entries committed by earlier batches whose reference is among `references` (the
+/// batch a live run is still committing is the caller's to add).
 ///
 /// # Errors
 /// A database error.

@@ -174,7 +174,7 @@ pub async fn write_batch(conn: &mut PgConnection, batch: BatchWrite) -> Result<u
         .execute(&mut *conn)
         .await?;
     }
-    insert_anomalies(conn, &anomalies).await?;
+    insert_anomalies(conn, &anomalies, true).await?;
     if let Some((collection, last, documents)) = checkpoint {
         sqlx::query(
             "INSERT INTO legacy_import.checkpoints (collection, last_object_id, documents) \
@@ -222,22 +222,33 @@ async fn insert_references(
     Ok(())
 }
 
-/// Inserts anomalies (each kind once per document).
+/// Inserts anomalies (each kind once per document). A document already listed under the
+/// kind keeps its row: with `merge`, a detail it does not hold yet is added to it (a
+/// webhook retried twice, its copies found by two later batches, names both); without,
+/// the first detail stands (the end-of-run checks, which word the same finding again).
 ///
 /// # Errors
 /// A database error.
 pub async fn insert_anomalies(
     conn: &mut PgConnection,
     anomalies: &[AnomalyRow],
+    merge: bool,
 ) -> Result<(), sqlx::Error> {
     if anomalies.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO legacy_import.anomalies (collection, object_id, kind, detail) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
-         ON CONFLICT DO NOTHING",
-    )
+    let on_conflict = if merge {
+        // `strpos`: a run resumed after a batch committed adds nothing twice.
+        "ON CONFLICT (collection, object_id, kind) DO UPDATE \
+           SET detail = a.detail || '; ' || EXCLUDED.detail \
+           WHERE strpos(a.detail, EXCLUDED.detail) = 0"
+    } else {
+        "ON CONFLICT DO NOTHING"
+    };
+    sqlx::query(&format!(
+        "INSERT INTO legacy_import.anomalies AS a (collection, object_id, kind, detail) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) {on_conflict}"
+    ))
     .bind(anomalies.iter().map(|a| a.collection).collect::<Vec<_>>())
     .bind(
         anomalies
