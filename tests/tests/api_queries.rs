@@ -210,6 +210,32 @@ async fn queries_read_their_writes_page_filter_and_check_rights() {
     let (s, feed) = server.get("/v1/events?after=&limit=", &admin).await;
     assert_eq!(s, StatusCode::OK, "{feed}");
     assert_eq!(feed, server.get("/v1/events", &admin).await.1);
+    // The reads straight from the store take min_position like every query (met at
+    // once) and refuse what they do not know, as the projections' reads do.
+    let first = seen[0].clone();
+    let trail = server
+        .get(&format!("/v1/payments/{first}/events"), &coord)
+        .await;
+    assert_eq!(trail.0, StatusCode::OK, "{}", trail.1);
+    let (s, v) = server
+        .get(
+            &format!("/v1/payments/{first}/events?min_position={last}"),
+            &coord,
+        )
+        .await;
+    assert_eq!((s, &v), (StatusCode::OK, &trail.1));
+    for bad in ["limit=5", "min_position=-1", "min_position=x"] {
+        let (s, v) = server
+            .get(&format!("/v1/payments/{first}/events?{bad}"), &coord)
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(v["code"], "validation_failed", "{bad}");
+        let legacy = format!("/v1/legacy/payments/{}?{bad}", "ab".repeat(12));
+        let (s, v) = server.get(&legacy, &coord).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{legacy}: {v}");
+    }
+    let (s, _) = server.get("/v1/events?min_position=-1", &admin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = server.get("/v1/payments?cursor=zz", &coord).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 

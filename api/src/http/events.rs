@@ -1,6 +1,7 @@
 //! Reads straight from the event store: a payment's audit trail, and the global feed in
 //! feed order for downstream consumers.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -98,19 +99,47 @@ pub struct EventPage {
     pub next_after: i64,
 }
 
+/// The query of a read straight from the store (or the importer's id map): nothing but
+/// `min_position`, which every query takes (`contract.md`). It is met as soon as it is
+/// asked: a read that is no projection's sees every committed event.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StoreReadQuery {
+    /// Accepted for uniformity with the projections' reads (0 or more): this read sees
+    /// every committed event.
+    pub min_position: Option<i64>,
+}
+
+impl StoreReadQuery {
+    /// The query checked: unknown parameters and a negative position are refused.
+    ///
+    /// # Errors
+    /// `validation_failed`.
+    pub fn checked(q: Result<Query<Self>, QueryRejection>) -> Result<Self, ApiError> {
+        let Query(q) = q.map_err(|e| ApiError::validation(e.body_text()))?;
+        if q.min_position.is_some_and(|p| p < 0) {
+            return Err(ApiError::validation("min_position must be 0 or more"));
+        }
+        Ok(q)
+    }
+}
+
 /// A payment's audit trail, in stream order.
 #[utoipa::path(get, path = "/v1/payments/{id}/events", tag = "payments",
-    params(("id" = Uuid, Path, description = "payment id")),
-    responses((status = 200, body = EventPage), (status = 404)))]
+    params(("id" = Uuid, Path, description = "payment id"), StoreReadQuery),
+    responses((status = 200, body = EventPage), (status = 400), (status = 404)))]
 pub async fn payment_events(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    q: Result<Query<StoreReadQuery>, QueryRejection>,
 ) -> Result<Json<EventPage>, ApiError> {
     caller.require(
         &[Role::Coordinator, Role::Admin, Role::Finance],
         "read payments",
     )?;
+    StoreReadQuery::checked(q)?;
     let id = dto::path_id(&id)?;
     let events = store::read_stream(&state.pool, id).await?;
     if events
@@ -147,10 +176,13 @@ pub struct FeedQuery {
 pub async fn feed(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<Json<EventPage>, ApiError> {
     caller.require(&[Role::Finance, Role::Admin], "read the event feed")?;
     let Query(q) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    if q.min_position.is_some_and(|p| p < 0) {
+        return Err(ApiError::validation("min_position must be 0 or more"));
+    }
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

@@ -3,7 +3,8 @@
 //! referenced (`users`, `purchaserequests`, `selleroffers`, `chats`) it answers the derived
 //! UUID, with no stream. Readable by every role.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use importer::ids::{is_object_id_hex, Collection};
@@ -11,6 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::events::StoreReadQuery;
 use super::extract::Caller;
 use super::problem::ApiError;
 use super::AppState;
@@ -38,17 +40,19 @@ pub struct LegacyId {
 /// Looks a legacy id up.
 #[utoipa::path(get, path = "/v1/legacy/{collection}/{object_id}", tag = "legacy",
     params(("collection" = String, Path, description = "payments, fundsledgerentries, disputes, users, purchaserequests, selleroffers or chats"),
-           ("object_id" = String, Path, description = "24 hex digits")),
+           ("object_id" = String, Path, description = "24 hex digits"), StoreReadQuery),
     responses((status = 200, body = LegacyId), (status = 400), (status = 404)))]
 pub async fn lookup(
     State(state): State<AppState>,
     caller: Caller,
     Path((collection, object_id)): Path<(String, String)>,
+    q: Result<Query<StoreReadQuery>, QueryRejection>,
 ) -> Result<Json<LegacyId>, ApiError> {
     caller.require(
         &[Role::Coordinator, Role::Admin, Role::Finance],
         "look up legacy ids",
     )?;
+    StoreReadQuery::checked(q)?;
     let c = Collection::from_name(&collection)
         .filter(|c| !matches!(c, Collection::DisputeEvidence | Collection::DisputeMessages))
         .ok_or_else(|| ApiError::NotFound(format!("no legacy collection {collection:?}")))?;
