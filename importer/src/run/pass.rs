@@ -11,6 +11,11 @@ use crate::progress::Progress;
 use crate::report::CollectionReport;
 use crate::store;
 
+/// A batch of more bytes than this (its documents as read) is not overlapped with the
+/// next one's translation. Batches of ordinary documents are far smaller (500 entries:
+/// about 0.2 MB); a batch can reach [`crate::mongo::MAX_BATCH_BYTES`].
+const OVERLAP_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 impl Run<'_> {
     /// Reads one collection through. Its counts (documents after the checkpoint at the
     /// start and at the end of the pass) come in the background: see [`Run::pass_counted`].
@@ -57,7 +62,10 @@ impl Run<'_> {
                 Ok(docs) => self
                     .translate(collection, &docs, &mut figures)
                     .await
-                    .map(|write| (write, docs.len() as u64)),
+                    .map(|write| {
+                        let bytes: usize = docs.iter().map(|d| d.as_bytes().len()).sum();
+                        (write, docs.len() as u64, bytes)
+                    }),
                 Err(e) => Err(e.into()),
             };
             if let Some((writing, n)) = in_flight.take() {
@@ -65,7 +73,7 @@ impl Run<'_> {
             }
             // Nothing is in flight from here to `start_write`: an error leaves no task
             // committing behind the run's back.
-            let (write, n) = translated?;
+            let (write, n, bytes) = translated?;
             if !counted && at_start.is_ready() {
                 figures.documents_at_start = at_start.get().await?;
                 progress.set_total(figures.documents_at_start);
@@ -73,7 +81,10 @@ impl Run<'_> {
             }
             // `seen` counts the documents translated, `figures.read` those committed.
             seen += n;
-            let references = overlaps.then(|| write.references.clone());
+            // A batch of large documents is committed before the next is translated: two
+            // translated batches held at once would double the run's peak memory.
+            let references =
+                (overlaps && bytes <= OVERLAP_MAX_BYTES).then(|| write.references.clone());
             let writing = self.db.start_write(write).await?;
             match references {
                 Some(references) if writing.is_committing() => {
