@@ -123,9 +123,9 @@ pub async fn run(
     let pool = store::connect(
         options,
         &PoolSettings {
-            // The batch committing, the next batch's lookups, a background ANALYZE and the
-            // NOTIFY to live projectors, with room to spare.
-            max_connections: 6,
+            // The import lock's, the batch committing, the next batch's lookups, a background
+            // ANALYZE and the NOTIFY to live projectors, with room to spare.
+            max_connections: 7,
             ..PoolSettings::default()
         },
     )

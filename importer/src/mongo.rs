@@ -15,6 +15,10 @@ use tokio::sync::mpsc;
 /// messages exist).
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
+/// The legacy collections the importer reads: a database holding none of them is not the
+/// legacy one (see [`Legacy::require_any`]).
+pub const LEGACY_COLLECTIONS: [&str; 3] = ["payments", "fundsledgerentries", "disputes"];
+
 /// Batches read ahead of the writer.
 pub const READ_AHEAD: usize = 2;
 
@@ -24,6 +28,16 @@ pub enum MongoError {
     /// The driver failed (unreachable, refused, ...).
     #[error("MongoDB: {0}")]
     Driver(#[from] mongodb::error::Error),
+    /// The legacy database holds none of the collections asked for.
+    #[error("the MongoDB database {database:?} has no collection {wanted} (its collections: {present}); is the database name in --mongo-uri or --mongo-db right?")]
+    NoSuchCollections {
+        /// The database.
+        database: String,
+        /// The collections looked for.
+        wanted: String,
+        /// The collections it has.
+        present: String,
+    },
     /// A background read (a count) stopped before answering.
     #[error("MongoDB: a background count did not finish: {0}")]
     Background(String),
@@ -104,6 +118,28 @@ impl Legacy {
         let db = client.database(db);
         db.run_command(doc! { "ping": 1 }).await?;
         Ok(Legacy { db })
+    }
+
+    /// Refuses a legacy database that holds none of `collections`: a misspelt database
+    /// name reads as an empty database (MongoDB creates nothing and refuses nothing), and an
+    /// import of nothing would mark its domain finished.
+    ///
+    /// # Errors
+    /// [`MongoError::NoSuchCollections`], or a driver error.
+    pub async fn require_any(&self, collections: &[&str]) -> Result<(), MongoError> {
+        let present = self.db.list_collection_names().await?;
+        if collections.iter().any(|c| present.iter().any(|p| p == c)) {
+            return Ok(());
+        }
+        Err(MongoError::NoSuchCollections {
+            database: self.db.name().to_owned(),
+            wanted: collections.join(", "),
+            present: if present.is_empty() {
+                "none".into()
+            } else {
+                present.join(", ")
+            },
+        })
     }
 
     /// A collection of raw documents.

@@ -1195,3 +1195,96 @@ async fn a_retried_webhook_in_the_next_batch_is_named_both_ways() {
     mongo.drop().await.expect("drop");
     db.drop_db().await;
 }
+
+fn refused_with(out: &std::process::Output, words: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "not refused: {stderr}");
+    assert!(stderr.contains(words), "{stderr}");
+}
+
+/// The operator's mistakes a run must refuse before it writes anything: a misspelt legacy
+/// database (MongoDB reads it as empty: an import of nothing would mark the domain
+/// finished), `--retry-rejects` before any import, a second import while one runs.
+#[tokio::test]
+async fn an_empty_legacy_database_a_premature_retry_and_a_second_import_are_refused() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("mistakes").await;
+    load_funded_payment(&mongo, Vec::new()).await;
+
+    refused_with(
+        &import(&db, &format!("{name}_typo"), &["payments"]),
+        "has no collection payments, fundsledgerentries, disputes",
+    );
+    refused_with(
+        &import(&db, &name, &["payments", "--retry-rejects"]),
+        "import payments has not finished here",
+    );
+    // Neither marked the domain: disputes are still refused, nothing was written.
+    refused_with(
+        &import(&db, &name, &["disputes"]),
+        "payments domain has not finished",
+    );
+    assert_eq!(event_count(&db).await, 0);
+
+    // Another run holds the import lock.
+    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .expect("connect");
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('escrow-ledger import', 0))")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    refused_with(
+        &import(&db, &name, &["payments"]),
+        "another import is running on this database",
+    );
+    assert_eq!(event_count(&db).await, 0);
+    sqlx::Connection::close(holder).await.expect("close");
+    ok(&import(&db, &name, &["payments"]));
+    assert!(event_count(&db).await > 0);
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}
+
+/// A payment written to MongoDB while the entries pass ran, its entry read before it: the
+/// entry went to suspense; the run again the warning asks for must not import the payment
+/// with nothing held while its escrow account holds the entry's money.
+#[tokio::test]
+async fn a_payment_read_after_its_entries_went_to_suspense_is_rejected() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("late").await;
+    load_funded_payment(&mongo, vec![entry_doc(2, Some(oid(2)), "deposit", "10", 3)]).await;
+    ok(&import(&db, &name, &["payments"]));
+    let escrow = format!("escrow:{}", payment_uuid(oid(2)));
+    let held: bool =
+        sqlx::query_scalar("SELECT coalesce(sum(amount), 0) = 10 FROM postings WHERE account = $1")
+            .bind(&escrow)
+            .fetch_one(&db.admin)
+            .await
+            .expect("postings");
+    assert!(held, "the orphan's 10 are not in {escrow}");
+    // The late payment, with an _id after the last one read.
+    insert(
+        &mongo,
+        "payments",
+        vec![payment_doc(2, "10", "USD", "funded", 2)],
+    )
+    .await;
+    ok(&import(&db, &name, &["payments"]));
+    let code: Option<String> = sqlx::query_scalar(
+        "SELECT code FROM legacy_import.rejects WHERE collection = 'payments' AND object_id = $1",
+    )
+    .bind(oid(2).to_hex())
+    .fetch_optional(&db.admin)
+    .await
+    .expect("rejects");
+    assert_eq!(code.as_deref(), Some("entries_in_suspense"));
+    let streams: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE stream_id = $1")
+        .bind(payment_uuid(oid(2)))
+        .fetch_one(&db.admin)
+        .await
+        .expect("events");
+    assert_eq!(streams, 0);
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}

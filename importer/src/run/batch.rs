@@ -25,7 +25,7 @@ impl Run<'_> {
         match collection {
             Collection::Payments => {
                 payments_batch(docs, &mut write);
-                if retry {
+                if retry || self.entries_started {
                     self.keep_payments_with_suspense_entries(docs, &mut write)
                         .await?;
                 }
@@ -47,7 +47,9 @@ impl Run<'_> {
     }
 
     /// A retried payment whose ledger entries were imported while it was rejected stays
-    /// rejected (`entries_in_suspense`). Those entries sit on their own streams, their
+    /// rejected (`entries_in_suspense`), and so does a payment read for the first time by a
+    /// run after the entries pass began (written in MongoDB during an import, its entries
+    /// read before it). Those entries sit on their own streams, their
     /// money in `escrow:<payment>` and `platform:suspense`: a payment imported now would
     /// have a history holding nothing while its escrow account holds that money. The way
     /// out is an adjustment out of suspense, or a fresh import (`docs/import.md`).

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 
 use crate::check::reconcile_payments;
 use crate::ids::Collection;
-use crate::mongo::{Legacy, MongoError, PendingCount};
+use crate::mongo::{Legacy, MongoError, PendingCount, LEGACY_COLLECTIONS};
 use crate::progress::ProgressMode;
 use crate::report::{CollectionReport, Report};
 use crate::store::{self, StoreFailure};
@@ -170,6 +170,9 @@ struct Run<'a> {
     /// translates the next: not in PostgreSQL yet, and the next batch's duplicate-webhook
     /// check needs them. Empty whenever no batch is in flight.
     uncommitted: Vec<store::EntryReference>,
+    /// The entries pass has begun in this database (this run's or an earlier one's): a
+    /// payment read now may have entries in suspense already.
+    entries_started: bool,
 }
 
 /// Runs an import (or a dry run, or a retry of rejects) and returns its report.
@@ -213,6 +216,14 @@ async fn run_import(
     report_file: Option<&(PathBuf, PathBuf)>,
 ) -> Result<Report, ImportError> {
     let legacy = Legacy::connect(&opts.mongo_uri, &opts.mongo_db).await?;
+    legacy.require_any(&LEGACY_COLLECTIONS).await?;
+    // Held until the run ends (its connection closes with it).
+    let _one_at_a_time = store::lock_imports(pool).await?.ok_or_else(|| {
+        ImportError::Refused(
+            "another import is running on this database; wait for it to end (one import at a time)"
+                .into(),
+        )
+    })?;
     let db = if opts.dry_run {
         let mut tx = pool.begin().await?;
         // The dry run's one transaction waits on MongoDB between batches.
@@ -246,6 +257,7 @@ async fn run_import(
             ..Report::default()
         },
         uncommitted: Vec::new(),
+        entries_started: false,
     };
     run.go().await?;
     run.report.finished_at = Some(Utc::now());
@@ -282,6 +294,15 @@ impl Run<'_> {
                 return Err(ImportError::Refused(
                     "import disputes refuses to start: the payments domain has not finished (run `import payments` first)".into(),
                 ));
+            }
+        }
+        if self.opts.retry_rejects {
+            let mut c = self.db.conn().await?;
+            if !store::domain_completed(&mut c, domain.name()).await? {
+                return Err(ImportError::Refused(format!(
+                    "--retry-rejects reads again the rejects of a finished import, and import {0} has not finished here (run `import {0}` first)",
+                    domain.name()
+                )));
             }
         }
         {

@@ -30,6 +30,9 @@ impl Run<'_> {
         let name = collection.name();
         let after = {
             let mut c = self.db.conn().await?;
+            self.entries_started = store::checkpoint(&mut c, Collection::FundsLedgerEntries.name())
+                .await?
+                .is_some();
             store::checkpoint(&mut c, name)
                 .await?
                 .and_then(|(last, _)| ObjectId::parse_str(&last).ok())

@@ -21,7 +21,7 @@ pub use lookups::{
 };
 pub use rows::{AnomalyRow, BatchWrite, DepositRef, EntryReference, IdMapRow, RejectRow};
 pub use state::{
-    analyze, checkpoint, complete_collection, domain_completed, mark_domain, ANALYZED,
+    analyze, checkpoint, complete_collection, domain_completed, lock_imports, mark_domain, ANALYZED,
 };
 
 /// An error of the PostgreSQL side.

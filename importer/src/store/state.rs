@@ -122,3 +122,27 @@ pub async fn analyze(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     }
     Ok(true)
 }
+
+/// Takes the database's import lock: one import (of any domain, dry runs included) at a
+/// time, as a second one would read the first one's half-written batches and fail on
+/// them. The lock is the returned connection's, taken out of the pool: it is released
+/// when that connection is dropped, the run ended or killed. Asked for a few seconds (a
+/// killed run's session takes a moment to end); `None`: another run holds it.
+///
+/// # Errors
+/// A database error.
+pub async fn lock_imports(pool: &sqlx::PgPool) -> Result<Option<sqlx::PgConnection>, sqlx::Error> {
+    let mut conn = pool.acquire().await?.detach();
+    for _ in 0..50 {
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended('escrow-ledger import', 0))",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        if locked {
+            return Ok(Some(conn));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(None)
+}

@@ -143,6 +143,9 @@ pub async fn verify(
     wait: Duration,
 ) -> Result<VerifyOutcome, ImportError> {
     let legacy = Legacy::connect(uri, db).await?;
+    legacy
+        .require_any(&crate::mongo::LEGACY_COLLECTIONS)
+        .await?;
     // One connection: the scratch tables are its own. No transaction around the checks:
     // one would hold the feed's watermark, which the projector verify waits for needs.
     let mut conn = pool.acquire().await?;
