@@ -103,7 +103,14 @@ fn describe(err: &anyhow::Error) -> String {
             .as_deref()
             == Some("42P01")
     });
-    if undefined_table {
+    // A server never migrated has not even the service's role.
+    let no_role = parts.iter().any(|p| {
+        p.contains(&format!(
+            "role \"{}\" does not exist",
+            ledger::store::SERVICE_ROLE
+        ))
+    });
+    if undefined_table || no_role {
         out.push_str(" (is the database migrated? run `escrow-ledger migrate`)");
     }
     out
@@ -171,5 +178,15 @@ mod tests {
         assert_eq!(describe(&err), "cannot read tokens file t: No such file");
         let err = anyhow::anyhow!("inner").context("outer");
         assert_eq!(describe(&err), "outer: inner");
+    }
+
+    #[test]
+    fn a_server_without_the_service_role_gets_the_migrate_hint() {
+        let err = anyhow::anyhow!(
+            "error returned from database: role \"escrow_ledger_app\" does not exist"
+        );
+        assert!(describe(&err).ends_with("run `escrow-ledger migrate`)"));
+        let err = anyhow::anyhow!("role \"someone_else\" does not exist");
+        assert!(!describe(&err).contains("migrate"));
     }
 }

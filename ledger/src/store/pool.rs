@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 /// The role the service acts as (`SELECT, INSERT` on the store).
 pub const SERVICE_ROLE: &str = "escrow_ledger_app";
@@ -43,6 +43,14 @@ pub async fn connect(
     options: PgConnectOptions,
     settings: &PoolSettings,
 ) -> Result<PgPool, sqlx::Error> {
+    // One connection first, outside the pool: a role missing (a server never migrated)
+    // is then its own error at once, where the pool would retry it until its acquire
+    // timeout and answer "pool timed out".
+    let mut probe = PgConnection::connect_with(&options).await?;
+    probe
+        .execute(format!("SET ROLE {SERVICE_ROLE}").as_str())
+        .await?;
+    probe.close().await?;
     let idle_ms = settings.idle_in_transaction_timeout.as_millis();
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
