@@ -176,7 +176,19 @@ async fn run_import(pool: &sqlx::PgPool, domain: Domain, a: RunArgs) -> anyhow::
         },
         report_file: a.report,
     };
-    let report = match importer::import(pool, &opts).await {
+    let outcome = tokio::select! {
+        outcome = importer::import(pool, &opts) => outcome,
+        () = crate::project::signalled() => {
+            // The batch being committed, if any, commits or not as a whole: the checkpoint
+            // is in its transaction, and the next run resumes after the last one kept.
+            eprintln!(
+                "import {}: stopped by a signal; the batches committed so far are kept: run the same command again to resume",
+                domain.name()
+            );
+            return Ok(ExitCode::from(130));
+        }
+    };
+    let report = match outcome {
         Ok(report) => report,
         Err(importer::ImportError::Report {
             path,

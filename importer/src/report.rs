@@ -88,16 +88,21 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "import {} ({}){}: {:.1} s, {} events written",
+            "import {} ({}){}: {:.1} s, {} events {}",
             self.domain,
             self.mode,
             if self.dry_run {
-                ", DRY RUN: nothing written"
+                ", DRY RUN: rolled back, nothing kept"
             } else {
                 ""
             },
             self.seconds,
-            self.events_written
+            self.events_written,
+            if self.dry_run {
+                "a real run would write"
+            } else {
+                "written"
+            }
         );
         let _ = writeln!(
             out,

@@ -988,6 +988,17 @@ async fn an_unwritable_report_path_fails_before_importing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("could not write the report"), "{stderr}");
     assert_eq!(event_count(&db).await, 0, "nothing imported");
+    // A folder (its `.partial` sibling could be made, the rename into it could not).
+    let folder = std::env::temp_dir();
+    let out = import(
+        &db,
+        &name,
+        &["payments", "--report", &folder.to_string_lossy()],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("takes a file's path"), "{stderr}");
+    assert_eq!(event_count(&db).await, 0, "nothing imported");
 
     let path = std::env::temp_dir().join(format!("import-ok-{}.json", Uuid::new_v4()));
     ok(&import(
@@ -1285,6 +1296,61 @@ async fn a_payment_read_after_its_entries_went_to_suspense_is_rejected() {
         .await
         .expect("events");
     assert_eq!(streams, 0);
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}
+
+/// Stopped by SIGTERM (or Ctrl-C), a run says that what it committed stands and how to go
+/// on, and exits 130; the same command then finishes the import.
+#[tokio::test]
+async fn a_run_stopped_by_a_signal_says_how_to_resume() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("sigterm").await;
+    load_many(&mongo, 2000).await;
+    let uri = mongo_uri();
+    let child = std::process::Command::new(e2e::binary())
+        .args([
+            "import",
+            "payments",
+            "--batch-size",
+            "10",
+            "--mongo-uri",
+            &uri,
+        ])
+        .args(["--mongo-db", &name])
+        .env("DATABASE_URL", &db.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn import");
+    wait_for_checkpoint(&db, "payments", 50, Duration::from_mins(2)).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("stopped by a signal") && stderr.contains("run the same command again"),
+        "{stderr}"
+    );
+    ok(&import(&db, &name, &["payments"]));
+    let finished: bool = sqlx::query_scalar(
+        "SELECT completed_at IS NOT NULL FROM legacy_import.domains WHERE domain = 'payments'",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .expect("domain");
+    assert!(finished);
+    let imported: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM legacy_import.id_map WHERE collection = 'payments'",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .expect("id map");
+    assert_eq!(imported, 2000);
     mongo.drop().await.expect("drop");
     db.drop_db().await;
 }

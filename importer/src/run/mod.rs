@@ -188,6 +188,13 @@ pub async fn import(pool: &PgPool, opts: &ImportOptions) -> Result<Report, Impor
         .report_file
         .as_ref()
         .map(|path| {
+            if path.is_dir() {
+                return Err(ImportError::Report {
+                    path: path.clone(),
+                    source: std::io::Error::other("a folder: --report takes a file's path"),
+                    report: None,
+                });
+            }
             let mut partial = path.clone().into_os_string();
             partial.push(".partial");
             let partial = PathBuf::from(partial);
