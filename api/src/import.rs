@@ -147,7 +147,7 @@ pub async fn run(
                 std::time::Duration::from_secs(a.wait_projections),
             )
             .await?;
-            print!("{}", outcome.to_text());
+            write_out(&outcome.to_text())?;
             if let Some(path) = &a.report {
                 std::fs::write(path, serde_json::to_vec_pretty(&outcome)?)?;
             }
@@ -196,7 +196,7 @@ async fn run_import(pool: &sqlx::PgPool, domain: Domain, a: RunArgs) -> anyhow::
             report: Some(report),
         }) => {
             // The import is done: say what it did, then why the file is missing.
-            print!("{}", report.to_text());
+            write_out(&report.to_text())?;
             anyhow::bail!(
                 "the import is done, but its report could not be written to {}: {source}",
                 path.display()
@@ -204,6 +204,17 @@ async fn run_import(pool: &sqlx::PgPool, domain: Domain, a: RunArgs) -> anyhow::
         }
         Err(e) => return Err(e.into()),
     };
-    print!("{}", report.to_text());
+    write_out(&report.to_text())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a report to standard output; a reader that went away (`| head`) is no error:
+/// the report is the command's output, not its outcome.
+fn write_out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

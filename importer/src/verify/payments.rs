@@ -57,6 +57,13 @@ pub async fn verify(
         );
         return Ok(());
     }
+    if !crate::store::domain_completed(&mut *conn, "disputes").await? {
+        outcome.notes.push(
+            "import disputes has not finished here: a payment disputed in MongoDB differs in \
+             status until it has (import disputes, then verify again)"
+                .into(),
+        );
+    }
     statuses(conn, outcome).await?;
     outcome.notes.push(
         "ledger buckets from finance.reconciliation_buckets, statuses from finance.payments".into(),
