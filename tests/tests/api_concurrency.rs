@@ -674,3 +674,84 @@ async fn random_interleavings_keep_the_invariants() {
     drop(server);
     db.drop_db().await;
 }
+
+/// No stream holds the platform accounts: twenty adjustments racing to take 1.00 each out
+/// of `platform:fees`, which holds 5.00, take turns on its balance. Five succeed, the rest
+/// are refused `insufficient_funds`, and the account never goes below zero.
+#[tokio::test]
+async fn racing_adjustments_never_overdraw_a_platform_account() {
+    let db = TestDb::new().await;
+    let server = Arc::new(Server::start(&db, &["--no-projectors"]));
+    let (id, _, _) = payment(&server, "100.00").await;
+    for (path, body) in [
+        ("deposits", r#"{"amount": "100.00", "reference": "ch_f"}"#),
+        (
+            "releases",
+            r#"{"fees": [{"kind": "fee", "amount": "5.00"}]}"#,
+        ),
+    ] {
+        let (s, text) = post(
+            &server,
+            &format!("/v1/payments/{id}/{path}"),
+            &server.tokens.coordinator,
+            body,
+            Some(&key()),
+        )
+        .await;
+        assert_eq!(s, 200, "{text}");
+    }
+    let answers = join_all((0..20).map(|_| {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let body = json!({"from": "platform:fees", "to": "platform:adjustments",
+                              "amount": "1.00", "asset": "USD", "reason": "fee given back"});
+            post(
+                &server,
+                "/v1/adjustments",
+                &server.tokens.admin,
+                &body.to_string(),
+                Some(&key()),
+            )
+            .await
+        })
+    }))
+    .await;
+    let answers: Vec<(u16, String)> = answers.into_iter().map(Result::unwrap).collect();
+    let ok = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(ok, 5, "{answers:?}");
+    for (s, text) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(
+            (*s, code(text).as_str()),
+            (422, "insufficient_funds"),
+            "{text}"
+        );
+    }
+    assert_eq!(balance(&db.admin, "platform:fees").await, Decimal::ZERO);
+    // Nothing there: suspense cannot pay out either, and a refusal writes nothing.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    let body = json!({"from": "platform:suspense", "to": "platform:adjustments",
+                      "amount": "0.01", "asset": "USD", "reason": "x"});
+    let (s, text) = post(
+        &server,
+        "/v1/adjustments",
+        &server.tokens.admin,
+        &body.to_string(),
+        Some(&key()),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&text).as_str()),
+        (422, "insufficient_funds"),
+        "{text}"
+    );
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    drop(server);
+    db.drop_db().await;
+}

@@ -62,6 +62,51 @@ pub fn check_shape(cmd: &AdjustCommand) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What an adjustment out of a platform account that may not go below zero takes: the
+/// fee accounts (a fee given back was taken first) and suspense (money the import could
+/// not place is placed from what is there). `platform:adjustments`, the counter-account
+/// of corrections, and the provider accounts (negative by the sign rule) are not checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outflow {
+    /// The account debited.
+    pub account: Account,
+    /// Its asset.
+    pub asset: ledger::Asset,
+    /// How much.
+    pub amount: rust_decimal::Decimal,
+}
+
+/// The outflow to check before `cmd` is appended, if it has one.
+pub fn outflow(cmd: &AdjustCommand) -> Option<Outflow> {
+    let a = &cmd.adjustment;
+    matches!(
+        a.from,
+        Account::PlatformFees | Account::PlatformAmlFees | Account::PlatformSuspense
+    )
+    .then(|| Outflow {
+        account: a.from.clone(),
+        asset: a.asset,
+        amount: a.amount,
+    })
+}
+
+/// Refuses the outflow if its account holds less, reading the balance under the account's
+/// outflow lock, in the transaction that then appends the adjustment.
+///
+/// # Errors
+/// `insufficient_funds`, or a database error.
+pub async fn check_outflow(conn: &mut PgConnection, o: &Outflow) -> Result<(), ApiError> {
+    ledger::store::lock_outflows(conn, &o.account, o.asset).await?;
+    let held = ledger::store::balance_of(conn, &o.account, o.asset).await?;
+    if held < o.amount {
+        return Err(ApiError::InsufficientFunds(format!(
+            "{} holds {held} {}; the adjustment would take {} out of it",
+            o.account, o.asset, o.amount
+        )));
+    }
+    Ok(())
+}
+
 pub(super) async fn decide(
     conn: &mut PgConnection,
     cmd: &AdjustCommand,

@@ -222,13 +222,24 @@ async fn attempt_once(
     } else {
         StatusCode::OK
     };
-    let alone = request.idempotency_key.is_none() && decision.deposit_reference.is_none();
+    // An adjustment out of a platform account no stream holds: its balance is checked
+    // under a lock, in the transaction that appends it.
+    let outflow = match command {
+        Command::Adjust(c) => adjustment::outflow(c),
+        _ => None,
+    };
+    let alone = request.idempotency_key.is_none()
+        && decision.deposit_reference.is_none()
+        && outflow.is_none();
     let (appended, tx) = if alone {
         (store::append(&mut conn, &decision.appends).await, None)
     } else {
         let mut tx = sqlx::Connection::begin(&mut *conn)
             .await
             .map_err(ApiError::from)?;
+        if let Some(o) = &outflow {
+            adjustment::check_outflow(&mut tx, o).await?;
+        }
         (store::append(&mut tx, &decision.appends).await, Some(tx))
     };
     let appended = match appended {

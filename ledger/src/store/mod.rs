@@ -3,6 +3,7 @@
 //! nothing of this module; this module knows nothing of what events mean.
 
 mod append;
+mod balance;
 mod error;
 pub mod hash;
 mod notify;
@@ -11,6 +12,7 @@ mod read;
 mod verify;
 
 pub use append::{append, AppendedEvent};
+pub use balance::{balance_of, lock_outflows};
 pub use error::{is_unavailable, StoreError};
 pub use notify::{Notifier, CHANNEL};
 pub use pool::{connect, PoolSettings, OWNER_ROLE, SERVICE_ROLE};
