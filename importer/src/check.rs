@@ -112,7 +112,9 @@ pub fn payment_anomalies(f: &Folded, include_disputed: bool) -> Vec<Anomaly> {
     out
 }
 
-/// Folds every imported payment, in pages, and records its anomalies.
+/// Folds every imported payment, in pages, and records its anomalies in place of those its
+/// last fold found. `include_disputed`: disputes are imported (a legacy `disputed`
+/// status is then checked too).
 ///
 /// # Errors
 /// A database error.
@@ -147,6 +149,27 @@ pub async fn reconcile_payments(
                 }
             }
         }
-        insert_anomalies(conn, &rows, false).await?;
+        // The findings of a fold replace the last ones: a retried entry may have put the
+        // history right (or wrong), and a stale listing would still explain a difference
+        // in verify.
+        let hexes: Vec<String> = page.iter().map(|(hex, _)| hex.clone()).collect();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query(
+            "DELETE FROM legacy_import.anomalies WHERE collection = 'payments' \
+             AND kind = ANY($1) AND object_id = ANY($2)",
+        )
+        .bind(FOLD_KINDS.map(AnomalyKind::as_str).to_vec())
+        .bind(&hexes)
+        .execute(&mut *tx)
+        .await?;
+        insert_anomalies(&mut tx, &rows, false).await?;
+        tx.commit().await?;
     }
 }
+
+/// The anomaly kinds a payment's fold finds ([`payment_anomalies`]).
+const FOLD_KINDS: [AnomalyKind; 3] = [
+    AnomalyKind::NegativeEscrow,
+    AnomalyKind::StatusDisagreement,
+    AnomalyKind::CancelledWithFundsHeld,
+];

@@ -1354,3 +1354,51 @@ async fn a_run_stopped_by_a_signal_says_how_to_resume() {
     mongo.drop().await.expect("drop");
     db.drop_db().await;
 }
+
+/// A payment whose deposit was rejected disagrees with its legacy status; once the entry
+/// is fixed and retried, its history agrees, and the listing goes: a stale one would
+/// still explain a difference in verify.
+#[tokio::test]
+async fn a_retry_that_puts_a_history_right_clears_its_status_disagreement() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("stale").await;
+    insert(
+        &mongo,
+        "payments",
+        vec![payment_doc(1, "10", "USD", "funded", 1)],
+    )
+    .await;
+    insert(
+        &mongo,
+        "fundsledgerentries",
+        vec![entry_doc(1, Some(oid(1)), "deposit", "10.001", 2)],
+    )
+    .await;
+    ok(&import(&db, &name, &["payments"]));
+    let listed = |kind: &'static str| {
+        let pool = db.admin.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM legacy_import.anomalies WHERE object_id = $1 AND kind = $2",
+            )
+            .bind(oid(1).to_hex())
+            .bind(kind)
+            .fetch_one(&pool)
+            .await
+            .expect("anomalies")
+        }
+    };
+    assert_eq!(listed("status_disagreement").await, 1);
+    mongo
+        .collection::<RawDocumentBuf>("fundsledgerentries")
+        .update_one(
+            doc! { "_id": oid(50_001) },
+            doc! { "$set": { "amount": "10" } },
+        )
+        .await
+        .expect("fix");
+    ok(&import(&db, &name, &["payments", "--retry-rejects"]));
+    assert_eq!(listed("status_disagreement").await, 0);
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}

@@ -346,7 +346,9 @@ impl Run<'_> {
             .collect();
         {
             let mut c = self.db.conn().await?;
-            reconcile_payments(&mut c, domain == Domain::Disputes).await?;
+            let disputes = domain == Domain::Disputes
+                || store::domain_completed(&mut c, Domain::Disputes.name()).await?;
+            reconcile_payments(&mut c, disputes).await?;
         }
         let mut pass_ends = Vec::with_capacity(passes.len());
         for pass in passes {
