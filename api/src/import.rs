@@ -205,7 +205,12 @@ async fn run_import(pool: &sqlx::PgPool, domain: Domain, a: RunArgs) -> anyhow::
         Err(e) => return Err(e.into()),
     };
     write_out(&report.to_text())?;
-    Ok(ExitCode::SUCCESS)
+    // Done, but not final: a script must not go on to the next step of the cutover.
+    Ok(if report.legacy_writers_running {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Prints a report to standard output; a reader that went away (`| head`) is no error:

@@ -75,6 +75,10 @@ pub struct Report {
     pub events_written: u64,
     /// Loud warnings (legacy writers still running, ...).
     pub warnings: Vec<String>,
+    /// A collection's count moved during the run: legacy writers are still running, and
+    /// the import must run again once they are stopped (the command exits 3).
+    #[serde(default)]
+    pub legacy_writers_running: bool,
     /// Whether nothing was written (a dry run).
     pub dry_run: bool,
 }

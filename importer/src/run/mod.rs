@@ -374,6 +374,7 @@ impl Run<'_> {
                 );
                 tracing::warn!("{warning}");
                 self.report.warnings.push(warning);
+                self.report.legacy_writers_running = true;
             }
         }
         {

@@ -174,6 +174,7 @@ impl Run<'_> {
             );
             tracing::warn!("{warning}");
             self.report.warnings.push(warning);
+            self.report.legacy_writers_running = true;
         }
         let at_end = figures.documents_at_end;
         self.report.collections.push(figures);
