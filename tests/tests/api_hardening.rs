@@ -68,7 +68,7 @@ async fn an_id_taken_by_another_stream_type_is_refused_at_once_and_writes_nothin
         &server,
         "/v1/adjustments",
         &admin,
-        &json!({"from": "platform:suspense", "to": "platform:adjustments", "amount": "1.00",
+        &json!({"from": "platform:adjustments", "to": "platform:suspense", "amount": "1.00",
                 "asset": "USD", "reason": "reclassify"}),
     )
     .await;

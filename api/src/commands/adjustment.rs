@@ -100,8 +100,11 @@ pub async fn check_outflow(conn: &mut PgConnection, o: &Outflow) -> Result<(), A
     let held = ledger::store::balance_of(conn, &o.account, o.asset).await?;
     if held < o.amount {
         return Err(ApiError::InsufficientFunds(format!(
-            "{} holds {held} {}; the adjustment would take {} out of it",
-            o.account, o.asset, o.amount
+            "{} holds {} {}; the adjustment would take {} out of it",
+            o.account,
+            o.asset.format(held),
+            o.asset,
+            o.asset.format(o.amount)
         )));
     }
     Ok(())
