@@ -178,14 +178,23 @@ async fn run_import(pool: &sqlx::PgPool, domain: Domain, a: RunArgs) -> anyhow::
     };
     let outcome = tokio::select! {
         outcome = importer::import(pool, &opts) => outcome,
-        () = crate::project::signalled() => {
+        code = crate::project::stop_signal() => {
             // The batch being committed, if any, commits or not as a whole: the checkpoint
             // is in its transaction, and the next run resumes after the last one kept.
-            eprintln!(
-                "import {}: stopped by a signal; the batches committed so far are kept: run the same command again to resume",
-                domain.name()
-            );
-            return Ok(ExitCode::from(130));
+            if let Some(path) = &opts.report_file {
+                let mut partial = path.clone().into_os_string();
+                partial.push(".partial");
+                let _ = std::fs::remove_file(partial);
+            }
+            if opts.dry_run {
+                eprintln!("import {}: dry run stopped by a signal; nothing was kept", domain.name());
+            } else {
+                eprintln!(
+                    "import {}: stopped by a signal; the batches committed so far are kept: run the same command again to resume",
+                    domain.name()
+                );
+            }
+            return Ok(ExitCode::from(code));
         }
     };
     let report = match outcome {

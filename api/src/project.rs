@@ -161,6 +161,12 @@ pub async fn run_rebuild(
 
 /// Waits for Ctrl-C or SIGTERM.
 pub async fn signalled() {
+    stop_signal().await;
+}
+
+/// Waits for Ctrl-C or SIGTERM; returns the exit code a shell gives a process the signal
+/// ended: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+pub async fn stop_signal() -> u8 {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -174,7 +180,7 @@ pub async fn signalled() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        () = ctrl_c => 130,
+        () = term => 143,
     }
 }

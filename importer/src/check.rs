@@ -154,22 +154,12 @@ pub async fn reconcile_payments(
         // in verify.
         let hexes: Vec<String> = page.iter().map(|(hex, _)| hex.clone()).collect();
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::query(
-            "DELETE FROM legacy_import.anomalies WHERE collection = 'payments' \
-             AND kind = ANY($1) AND object_id = ANY($2)",
-        )
-        .bind(FOLD_KINDS.map(AnomalyKind::as_str).to_vec())
-        .bind(&hexes)
-        .execute(&mut *tx)
-        .await?;
+        // The kinds of `payment_anomalies`, cleared by the owner (migration 0011).
+        sqlx::query("SELECT legacy_import.clear_fold_anomalies($1)")
+            .bind(&hexes)
+            .execute(&mut *tx)
+            .await?;
         insert_anomalies(&mut tx, &rows, false).await?;
         tx.commit().await?;
     }
 }
-
-/// The anomaly kinds a payment's fold finds ([`payment_anomalies`]).
-const FOLD_KINDS: [AnomalyKind; 3] = [
-    AnomalyKind::NegativeEscrow,
-    AnomalyKind::StatusDisagreement,
-    AnomalyKind::CancelledWithFundsHeld,
-];

@@ -127,7 +127,16 @@ impl Legacy {
     /// # Errors
     /// [`MongoError::NoSuchCollections`], or a driver error.
     pub async fn require_any(&self, collections: &[&str]) -> Result<(), MongoError> {
-        let present = self.db.list_collection_names().await?;
+        let present = match self.db.list_collection_names().await {
+            Ok(names) => names,
+            // A login allowed to read the collections but not to list them (error 13,
+            // Unauthorized): the check cannot be made, and is no reason to refuse.
+            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 13) => {
+                tracing::warn!("cannot list the legacy database's collections (not authorized): the database name is not checked");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if collections.iter().any(|c| present.iter().any(|p| p == c)) {
             return Ok(());
         }

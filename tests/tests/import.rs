@@ -1303,7 +1303,7 @@ async fn a_payment_read_after_its_entries_went_to_suspense_is_rejected() {
 }
 
 /// Stopped by SIGTERM (or Ctrl-C), a run says that what it committed stands and how to go
-/// on, and exits 130; the same command then finishes the import.
+/// on, and exits 143 (130 for Ctrl-C); the same command then finishes the import.
 #[tokio::test]
 async fn a_run_stopped_by_a_signal_says_how_to_resume() {
     let db = TestDb::new().await;
@@ -1333,7 +1333,7 @@ async fn a_run_stopped_by_a_signal_says_how_to_resume() {
     assert!(sent.success());
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
     assert!(
         stderr.contains("stopped by a signal") && stderr.contains("run the same command again"),
         "{stderr}"

@@ -63,9 +63,11 @@ pub fn check_shape(cmd: &AdjustCommand) -> Result<(), ApiError> {
 }
 
 /// What an adjustment out of a platform account that may not go below zero takes: the
-/// fee accounts (a fee given back was taken first) and suspense (money the import could
-/// not place is placed from what is there). `platform:adjustments`, the counter-account
-/// of corrections, and the provider accounts (negative by the sign rule) are not checked.
+/// fee accounts (a fee given back must have been taken). Not checked: the clearing
+/// accounts, `platform:adjustments` (the counter-account of corrections) and
+/// `platform:suspense` (an orphan deposit the import could not place leaves it below
+/// zero, its money in `escrow:<payment>`, and placing such money is an adjustment out of
+/// it), and the provider accounts (negative by the sign rule).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outflow {
     /// The account debited.
@@ -79,11 +81,7 @@ pub struct Outflow {
 /// The outflow to check before `cmd` is appended, if it has one.
 pub fn outflow(cmd: &AdjustCommand) -> Option<Outflow> {
     let a = &cmd.adjustment;
-    matches!(
-        a.from,
-        Account::PlatformFees | Account::PlatformAmlFees | Account::PlatformSuspense
-    )
-    .then(|| Outflow {
+    matches!(a.from, Account::PlatformFees | Account::PlatformAmlFees).then(|| Outflow {
         account: a.from.clone(),
         asset: a.asset,
         amount: a.amount,
