@@ -703,14 +703,10 @@ async fn racing_adjustments_never_overdraw_a_platform_account() {
     let answers = join_all((0..20).map(|_| {
         let server = server.clone();
         tokio::spawn(async move {
-            let body = json!({"from": "platform:fees", "to": "platform:adjustments",
-                              "amount": "1.00", "asset": "USD", "reason": "fee given back"});
-            post(
+            adjust(
                 &server,
-                "/v1/adjustments",
-                &server.tokens.admin,
-                &body.to_string(),
-                Some(&key()),
+                &json!({"from": "platform:fees", "to": "platform:adjustments",
+                        "amount": "1.00", "asset": "USD", "reason": "fee given back"}),
             )
             .await
         })
@@ -728,18 +724,11 @@ async fn racing_adjustments_never_overdraw_a_platform_account() {
     }
     assert_eq!(balance(&db.admin, "platform:fees").await, Decimal::ZERO);
     // No AML fee taken: none can be given back, and a refusal writes nothing.
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&db.admin)
-        .await
-        .unwrap();
-    let body = json!({"from": "platform:aml_fees", "to": "platform:adjustments",
-                      "amount": "0.01", "asset": "USD", "reason": "x", "payment_id": id});
-    let (s, text) = post(
+    let before = all_events(&db.admin).await;
+    let (s, text) = adjust(
         &server,
-        "/v1/adjustments",
-        &server.tokens.admin,
-        &body.to_string(),
-        Some(&key()),
+        &json!({"from": "platform:aml_fees", "to": "platform:adjustments",
+                "amount": "0.01", "asset": "USD", "reason": "x", "payment_id": id}),
     )
     .await;
     assert_eq!(
@@ -747,24 +736,35 @@ async fn racing_adjustments_never_overdraw_a_platform_account() {
         (422, "insufficient_funds"),
         "{text}"
     );
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&db.admin)
-        .await
-        .unwrap();
-    assert_eq!(before, after);
+    assert_eq!(before, all_events(&db.admin).await);
     // Suspense is a clearing account: an adjustment out of it is not held to a balance
     // (the import leaves it below zero where it placed orphan deposits in escrow).
-    let body = json!({"from": "platform:suspense", "to": "platform:adjustments",
-                      "amount": "0.01", "asset": "USD", "reason": "clear"});
-    let (s, text) = post(
+    let (s, text) = adjust(
         &server,
-        "/v1/adjustments",
-        &server.tokens.admin,
-        &body.to_string(),
-        Some(&key()),
+        &json!({"from": "platform:suspense", "to": "platform:adjustments",
+                "amount": "0.01", "asset": "USD", "reason": "clear"}),
     )
     .await;
     assert_eq!(s, 201, "{text}");
     drop(server);
     db.drop_db().await;
+}
+
+/// An admin's adjustment, with a fresh key.
+async fn adjust(server: &Server, body: &Value) -> (u16, String) {
+    post(
+        server,
+        "/v1/adjustments",
+        &server.tokens.admin,
+        &body.to_string(),
+        Some(&key()),
+    )
+    .await
+}
+
+async fn all_events(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
