@@ -33,6 +33,9 @@ mod pass;
 
 use db::Db;
 
+/// The loud words of the warning that a collection's count moved during a run.
+pub(super) const LEGACY_WRITERS: &str = "LEGACY WRITERS ARE STILL RUNNING";
+
 /// A domain imported in one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Domain {
@@ -367,10 +370,16 @@ impl Run<'_> {
                 Some(count) => count.value().await?,
                 None => pass_ends.get(i).copied().unwrap_or(before),
             };
-            let already = self.report.warnings.iter().any(|w| w.starts_with(name));
+            // Said once per collection (a pass may have said it); other warnings about the
+            // collection (rejects of deleted documents closed) do not count.
+            let already = self
+                .report
+                .warnings
+                .iter()
+                .any(|w| w.starts_with(name) && w.contains(LEGACY_WRITERS));
             if after != before && !already {
                 let warning = format!(
-                    "{name}: {before} documents when the run started but {after} when it ended: LEGACY WRITERS ARE STILL RUNNING; stop them and run the import again"
+                    "{name}: {before} documents when the run started but {after} when it ended: {LEGACY_WRITERS}; stop them and run the import again"
                 );
                 tracing::warn!("{warning}");
                 self.report.warnings.push(warning);

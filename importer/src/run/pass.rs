@@ -4,7 +4,7 @@
 use bson::oid::ObjectId;
 
 use super::db::Writing;
-use super::{object_id_of, ImportError, Pass, Run};
+use super::{object_id_of, ImportError, Pass, Run, LEGACY_WRITERS};
 use crate::ids::Collection;
 use crate::mongo::PendingCount;
 use crate::progress::Progress;
@@ -169,7 +169,7 @@ impl Run<'_> {
         figures.documents_at_end = at_end.value().await?;
         if figures.documents_at_end != figures.documents_at_start {
             let warning = format!(
-                "{}: {} documents to read at the start but {} at the end: LEGACY WRITERS ARE STILL RUNNING; stop them and run the import again",
+                "{}: {} documents to read at the start but {} at the end: {LEGACY_WRITERS}; stop them and run the import again",
                 figures.collection, figures.documents_at_start, figures.documents_at_end
             );
             tracing::warn!("{warning}");

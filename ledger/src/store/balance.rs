@@ -1,6 +1,6 @@
 //! An account's balance from its postings, read under a lock that serializes what takes
-//! money out of it. For the platform accounts no stream holds (fees, AML fees, suspense):
-//! an adjustment may not overdraw them, and no stream version can order two adjustments.
+//! money out of it. For the fee accounts, which no stream holds: an adjustment may not
+//! give back more than was taken, and no stream version can order two adjustments.
 
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
