@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::dto;
 use super::extract::Caller;
 use super::problem::ApiError;
+use super::queries::check_min_position;
 use super::AppState;
 use crate::auth::Role;
 
@@ -118,9 +119,7 @@ impl StoreReadQuery {
     /// `validation_failed`.
     pub fn checked(q: Result<Query<Self>, QueryRejection>) -> Result<Self, ApiError> {
         let Query(q) = q.map_err(|e| ApiError::validation(e.body_text()))?;
-        if q.min_position.is_some_and(|p| p < 0) {
-            return Err(ApiError::validation("min_position must be 0 or more"));
-        }
+        check_min_position(q.min_position)?;
         Ok(q)
     }
 }
@@ -180,9 +179,7 @@ pub async fn feed(
 ) -> Result<Json<EventPage>, ApiError> {
     caller.require(&[Role::Finance, Role::Admin], "read the event feed")?;
     let Query(q) = query.map_err(|e| ApiError::validation(e.body_text()))?;
-    if q.min_position.is_some_and(|p| p < 0) {
-        return Err(ApiError::validation("min_position must be 0 or more"));
-    }
+    check_min_position(q.min_position)?;
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

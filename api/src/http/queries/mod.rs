@@ -86,6 +86,17 @@ pub fn routes() -> Router<AppState> {
 )]
 pub struct QueriesDoc;
 
+/// Refuses a negative `min_position`: every read takes it, the store's reads too.
+///
+/// # Errors
+/// `validation_failed`.
+pub fn check_min_position(min_position: Option<i64>) -> Result<(), ApiError> {
+    if min_position.is_some_and(|p| p < 0) {
+        return Err(ApiError::validation("min_position must be 0 or more"));
+    }
+    Ok(())
+}
+
 /// Waits until `projections` have passed `min_position` (if given).
 ///
 /// # Errors
@@ -96,12 +107,10 @@ pub async fn wait_projected(
     projections: &[Projection],
     min_position: Option<i64>,
 ) -> Result<(), ApiError> {
+    check_min_position(min_position)?;
     let Some(position) = min_position else {
         return Ok(());
     };
-    if position < 0 {
-        return Err(ApiError::validation("min_position must be 0 or more"));
-    }
     match projections::wait_for(&state.pool, projections, position, MIN_POSITION_WAIT).await {
         Ok(Passed::Yes) => Ok(()),
         Ok(Passed::No) => Err(ApiError::Unavailable(format!(
