@@ -79,6 +79,7 @@ pub async fn run(
         tokens: Arc::new(known),
         metrics: crate::serve::metrics_handle(),
         notifier: ledger::store::Notifier::spawn(pool.clone()),
+        commits: crate::commands::GroupCommit::spawn(&pool),
     };
     let listener = match tokio::net::TcpListener::bind(&args.bind).await {
         Ok(l) => l,

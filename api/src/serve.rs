@@ -10,6 +10,7 @@ use ledger::store::{self, PoolSettings};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::Tokens;
+use crate::commands::GroupCommit;
 use crate::db;
 use crate::http::{app, AppState};
 
@@ -25,6 +26,10 @@ pub struct ServeArgs {
     /// The tokens file (`<role> <name> <sha256 hex>` lines).
     #[arg(long, env = "API_TOKENS_FILE")]
     pub tokens_file: Option<std::path::PathBuf>,
+    /// Append every command in a transaction of its own instead of grouping the commands
+    /// decided at the same moment into one (for comparison; grouping changes no answer).
+    #[arg(long)]
+    pub no_group_commit: bool,
     /// Most database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
     pub max_connections: u32,
@@ -75,8 +80,14 @@ pub async fn run(
     )
     .await
     .with_context(|| format!("cannot connect to the database at {target} (DATABASE_URL)"))?;
+    let commits = if args.no_group_commit {
+        GroupCommit::disabled()
+    } else {
+        GroupCommit::spawn(&pool)
+    };
     let state = AppState {
         notifier: ledger::store::Notifier::spawn(pool.clone()),
+        commits,
         pool,
         tokens: Arc::new(tokens),
         metrics: metrics_handle(),

@@ -14,7 +14,7 @@
 # the database and stops the server.
 #
 # Environment: CLIENTS (32), DURATION (10), WARMUP (2), PROJECTORS=1 to run the server with
-# its projectors, KEEP_DB=1 to keep the database, NO_BUILD=1 to use the binaries as built,
+# its projectors, NO_GROUP_COMMIT=1 to run it with `--no-group-commit`, KEEP_DB=1 to keep the database, NO_BUILD=1 to use the binaries as built,
 # PROFILE (release; `debug` for a quick trial), STORY_SQL (scripts/bench/story.sql).
 # Needs psql and pgbench on PATH.
 set -euo pipefail
@@ -79,6 +79,7 @@ printf '%s\n' "$minted" | sed -n 's/^tokens file line: //p' >"$tmp/tokens"
 
 serve_args=(serve --bind 127.0.0.1:0)
 [ -n "${PROJECTORS:-}" ] || serve_args+=(--no-projectors)
+[ -z "${NO_GROUP_COMMIT:-}" ] || serve_args+=(--no-group-commit)
 DATABASE_URL=$db_url API_TOKENS_FILE=$tmp/tokens RUST_LOG=${RUST_LOG:-warn} \
     "$bin" "${serve_args[@]}" >"$tmp/server.out" 2>"$tmp/server.err" &
 server_pid=$!

@@ -4,6 +4,7 @@
 
 mod adjustment;
 mod dispute;
+mod group;
 mod payment;
 
 use std::time::Duration;
@@ -12,13 +13,14 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use ledger::event::{Actor, ExpectedVersion, Metadata, StreamAppend};
 use ledger::refusal::RefusalKind;
-use ledger::store::{self, StoreError};
+use ledger::store::{self, AppendedEvent, StoreError};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 pub use adjustment::{check_shape as adjustment_shape, AdjustCommand};
 pub use dispute::DisputeCommand;
+pub use group::{GroupCommit, MAX_GROUP};
 pub use payment::PaymentCommand;
 
 use crate::auth::Principal;
@@ -122,18 +124,29 @@ pub struct Answer {
 /// and the refusal itself when the key was never used successfully (refusals are not
 /// remembered). A first request costs no lookup and holds no lock.
 ///
+/// The append goes through `group` (see [`GroupCommit`]) unless it is disabled or the
+/// command needs a lock of its own (an adjustment out of a platform account); a command
+/// whose group failed as a whole runs alone from then on.
+///
 /// # Errors
 /// The refusal the (fresh) state calls for, `version_conflict` for `If-Match` or retries
 /// run out, `idempotency_key_reused`, or a database fault.
 pub async fn execute(
     pool: &PgPool,
+    group: &GroupCommit,
     request: &Request,
     command: &Command,
 ) -> Result<Answer, ApiError> {
     let mut attempt = 0;
+    let mut grouped = group.enabled();
     loop {
         attempt += 1;
-        match attempt_once(pool, request, command).await {
+        let via = grouped.then_some(group);
+        match attempt_once(pool, via, request, command).await {
+            Err(Attempt::Alone) => {
+                grouped = false;
+                attempt -= 1;
+            }
             Err(Attempt::Lost) if attempt < MAX_ATTEMPTS => {
                 // Jitter keeps a crowd of losers from colliding again in lockstep.
                 let jitter = u64::from(Uuid::new_v4().as_bytes()[0] % 8);
@@ -176,6 +189,8 @@ pub async fn execute(
 enum Attempt {
     /// Another append moved the stream first: decide again on fresh state.
     Lost,
+    /// The command's group failed as a whole, writing nothing: run it again alone.
+    Alone,
     /// The idempotency key was already used: answer from its stored response.
     KeyTaken,
     /// The answer is this refusal (unless the key's stored response says otherwise).
@@ -191,9 +206,11 @@ impl<E: Into<ApiError>> From<E> for Attempt {
 /// One decision and its append. Reads run outside a transaction (the append checks the
 /// versions they saw); the append and the rows that must commit with it (the idempotency
 /// key, the deposit reference) run in one transaction, and an append with neither is
-/// one statement, its own transaction.
+/// one statement, its own transaction. With `group`, the append is left to the group's
+/// transaction instead.
 async fn attempt_once(
     pool: &PgPool,
+    group: Option<&GroupCommit>,
     request: &Request,
     command: &Command,
 ) -> Result<Answer, Attempt> {
@@ -228,6 +245,20 @@ async fn attempt_once(
         Command::Adjust(c) => adjustment::outflow(c),
         _ => None,
     };
+    if let (Some(group), None) = (group, &outflow) {
+        // The connection goes back first: the committer needs one of the same pool.
+        drop(conn);
+        let key = request
+            .idempotency_key
+            .as_ref()
+            .map(|k| (request.caller.name.clone(), k.clone(), request.request_hash));
+        return match group.submit(decision, status, key).await {
+            group::Outcome::Committed(answer) => Ok(answer),
+            group::Outcome::Lost => Err(Attempt::Lost),
+            group::Outcome::Alone => Err(Attempt::Alone),
+            group::Outcome::Failed(e) => Err(Attempt::Refused(e)),
+        };
+    }
     let alone = request.idempotency_key.is_none()
         && decision.deposit_reference.is_none()
         && outflow.is_none();
@@ -253,6 +284,27 @@ async fn attempt_once(
         }
         Err(e) => return Err(Attempt::Refused(e.into())),
     };
+    let (body, position) = accepted_body(&decision, &appended)?;
+    if let Some(mut tx) = tx {
+        record(&mut tx, request, &decision, status, &body, position).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+    }
+    Ok(Answer {
+        status,
+        body,
+        replayed: false,
+    })
+}
+
+/// The answer's body for a decision whose events were appended, and the position of its
+/// last event (which the idempotency key and deposit reference rows point at).
+///
+/// # Errors
+/// [`ApiError::Internal`] when nothing was appended.
+fn accepted_body(
+    decision: &Decision,
+    appended: &[AppendedEvent],
+) -> Result<(Vec<u8>, i64), ApiError> {
     let last = appended
         .iter()
         .max_by_key(|e| e.position)
@@ -269,15 +321,7 @@ async fn attempt_once(
         position: last.position,
     })
     .map_err(|e| ApiError::Internal(e.into()))?;
-    if let Some(mut tx) = tx {
-        record(&mut tx, request, &decision, status, &body, last.position).await?;
-        tx.commit().await.map_err(ApiError::from)?;
-    }
-    Ok(Answer {
-        status,
-        body,
-        replayed: false,
-    })
+    Ok((body, last.position))
 }
 
 /// The stored response of the request's idempotency key, if the key was used: replayed

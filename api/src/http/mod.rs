@@ -53,6 +53,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Announces committed commands to projectors (outside the commands' transactions).
     pub notifier: Notifier,
+    /// Appends commands decided at the same moment in one transaction.
+    pub commits: commands::GroupCommit,
 }
 
 /// Builds the whole router over `state`.
@@ -196,7 +198,7 @@ pub async fn run_command(
         request_hash: h.finalize().into(),
     };
     let name = command.name();
-    let result = commands::execute(&state.pool, &request, &command).await;
+    let result = commands::execute(&state.pool, &state.commits, &request, &command).await;
     if matches!(&result, Ok(a) if !a.replayed) {
         state.notifier.committed();
     }

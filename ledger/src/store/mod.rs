@@ -11,7 +11,7 @@ mod pool;
 mod read;
 mod verify;
 
-pub use append::{append, AppendedEvent};
+pub use append::{append, append_or_refuse, Appended, AppendedEvent};
 pub use balance::{balance_of, lock_outflows};
 pub use error::{is_unavailable, StoreError};
 pub use notify::{Notifier, CHANNEL};

@@ -60,6 +60,17 @@ struct Rows {
     p_amount: Vec<rust_decimal::Decimal>,
 }
 
+/// What [`append_or_refuse`] did: everything, or nothing because some streams were not at
+/// their expected versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Every event was inserted; in position order.
+    Done(Vec<AppendedEvent>),
+    /// Nothing was inserted: these streams' actual versions did not admit the append. The
+    /// statement did not fail, so a surrounding transaction is still usable.
+    Refused(HashMap<Uuid, i64>),
+}
+
 /// Appends events to one or more streams: one statement, run inside the caller's
 /// transaction or, on a connection outside one, as its own transaction.
 ///
@@ -75,6 +86,35 @@ pub async fn append(
     conn: &mut PgConnection,
     appends: &[StreamAppend],
 ) -> Result<Vec<AppendedEvent>, StoreError> {
+    match append_or_refuse(conn, appends).await? {
+        Appended::Done(done) => Ok(done),
+        Appended::Refused(refused) => {
+            let Some(a) = appends
+                .iter()
+                .find(|a| refused.contains_key(&a.stream_id))
+                .or_else(|| appends.first())
+            else {
+                return Err(StoreError::InvalidAppend("no streams to append to".into()));
+            };
+            Err(StoreError::Conflict {
+                stream_id: a.stream_id,
+                expected: a.expected,
+                actual: refused.get(&a.stream_id).copied(),
+            })
+        }
+    }
+}
+
+/// [`append`], but a version check that fails is an answer naming every stream it failed
+/// for rather than an error: the group commit of the command path appends many commands'
+/// events in one statement and drops only the commands whose streams moved.
+///
+/// # Errors
+/// As [`append`], except that a failed version check is [`Appended::Refused`].
+pub async fn append_or_refuse(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<Appended, StoreError> {
     validate(appends)?;
     let recorded_at = Utc::now().trunc_subsecs(6);
     let rows = build_rows(appends, recorded_at)?;
@@ -99,12 +139,8 @@ pub async fn append(
             }
         }
     }
-    if let Some(a) = appends.iter().find(|a| refused.contains_key(&a.stream_id)) {
-        return Err(StoreError::Conflict {
-            stream_id: a.stream_id,
-            expected: a.expected,
-            actual: refused.get(&a.stream_id).copied(),
-        });
+    if !refused.is_empty() {
+        return Ok(Appended::Refused(refused));
     }
     let mut done = Vec::with_capacity(rows.event_id.len());
     for (i, event_id) in rows.event_id.iter().enumerate() {
@@ -119,7 +155,7 @@ pub async fn append(
         });
     }
     done.sort_by_key(|e| e.position);
-    Ok(done)
+    Ok(Appended::Done(done))
 }
 
 /// A row the multi-event statements return: an inserted event (position, event id,
@@ -131,7 +167,7 @@ async fn single(
     appends: &[StreamAppend],
     rows: &Rows,
     recorded_at: DateTime<Utc>,
-) -> Result<Vec<AppendedEvent>, StoreError> {
+) -> Result<Appended, StoreError> {
     let with_postings = !rows.p_event.is_empty();
     let query = sqlx::query_as::<_, (i64, i64)>(if with_postings {
         sql::SINGLE_WITH_POSTINGS
@@ -166,18 +202,17 @@ async fn single(
     let Some((position, version)) = inserted else {
         // Nothing inserted: the version check failed. Name the actual version.
         let actual = super::stream_version(&mut *conn, rows.stream_id[0]).await?;
-        return Err(StoreError::Conflict {
-            stream_id: rows.stream_id[0],
-            expected: appends[0].expected,
-            actual: Some(actual),
-        });
+        return Ok(Appended::Refused(HashMap::from([(
+            rows.stream_id[0],
+            actual,
+        )])));
     };
-    Ok(vec![AppendedEvent {
+    Ok(Appended::Done(vec![AppendedEvent {
         event_id: rows.event_id[0],
         stream_id: rows.stream_id[0],
         version,
         position,
-    }])
+    }]))
 }
 
 async fn one_per_stream(
