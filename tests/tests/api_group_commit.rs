@@ -248,3 +248,83 @@ async fn without_group_commit_each_command_is_its_own_transaction() {
     drop(server);
     db.drop_db().await;
 }
+
+/// A group that cannot commit for a while (here: its idempotency key's row is held by an
+/// open transaction) holds its payment's stream. A command on that payment decided
+/// meanwhile waits for the group instead of burning its retries on it, and both commands
+/// are accepted once the group can go on: nothing answers 409 for a stream that never
+/// moved under it.
+#[tokio::test]
+async fn a_command_behind_a_stalled_group_waits_for_it_and_is_accepted() {
+    let db = TestDb::new().await;
+    let server = Arc::new(Server::start(&db, &["--no-projectors"]));
+    let body = json!({
+        "buyer": {"kind": "entity", "id": Uuid::new_v4()},
+        "seller": {"kind": "entity", "id": Uuid::new_v4()},
+        "purchase_request": {"kind": "external", "ref": "pr"},
+        "amount": "20.00", "asset": "USD", "provider": "stripe"});
+    let (s, text) = post(&server, "/v1/payments", &body.to_string(), "create-1").await;
+    assert_eq!(s, 201, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let id = v["id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/payments/{id}/deposits");
+
+    // Hold the key the first deposit will use: its group's insert of the key waits.
+    let mut holder = db.admin.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO idempotency_keys (client, key, request_hash, status, response, position) \
+         SELECT 'checkout', 'held-key', '\\x00', 200, '\\x00', min(position) FROM events",
+    )
+    .execute(&mut *holder)
+    .await
+    .expect("hold the key");
+
+    let first = {
+        let server = Arc::clone(&server);
+        let path = path.clone();
+        tokio::spawn(async move {
+            post(
+                &server,
+                &path,
+                r#"{"amount": "5.00", "reference": "ch-a"}"#,
+                "held-key",
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let second = {
+        let server = Arc::clone(&server);
+        let path = path.clone();
+        tokio::spawn(async move {
+            post(
+                &server,
+                &path,
+                r#"{"amount": "7.00", "reference": "ch-b"}"#,
+                "free-key",
+            )
+            .await
+        })
+    };
+    // Longer than 25 lost races' sleeps take: the second command must still be waiting.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !second.is_finished(),
+        "the second command gave up behind the group"
+    );
+    holder.rollback().await.expect("let the key go");
+
+    let (s1, t1) = first.await.expect("first");
+    let (s2, t2) = second.await.expect("second");
+    assert_eq!(s1, 200, "{t1}");
+    assert_eq!(s2, 200, "{t2}");
+    let held: Option<Decimal> =
+        sqlx::query_scalar("SELECT sum(amount) FROM postings WHERE account = 'escrow:' || $1")
+            .bind(&id)
+            .fetch_one(&db.admin)
+            .await
+            .expect("held");
+    assert_eq!(held, Some(Decimal::new(1200, 2)));
+    drop(server);
+    db.drop_db().await;
+}

@@ -22,11 +22,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use ledger::store::{self, Appended, AppendedEvent};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use uuid::Uuid;
 
 use super::{accepted_body, Answer, Decision};
@@ -41,10 +42,23 @@ const COMMITTERS: usize = 2;
 /// Commands waiting for a committer, most of them.
 const QUEUE: usize = 1024;
 
+/// The longest a group may take to write and commit. Past it the group's commands are
+/// answered as faults of unknown outcome (503: retry with the same `Idempotency-Key`) and
+/// their streams are let go, so a hung connection cannot hold payments for good.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
+
 /// The handle commands are submitted through; cloning it is cheap.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
     queue: Option<mpsc::Sender<Submission>>,
+    claims: Arc<Claims>,
+}
+
+/// The streams of the groups in flight, and a signal each time some are let go.
+#[derive(Debug, Default)]
+struct Claims {
+    streams: StdMutex<HashSet<Uuid>>,
+    released: Notify,
 }
 
 /// What a command asks the committer to write.
@@ -67,7 +81,11 @@ pub(super) enum Outcome {
     Committed(Answer),
     /// A stream of the command moved: decide again on fresh state.
     Lost,
-    /// The group failed for a reason it cannot pin on one command: run it alone.
+    /// A stream of the command is in a group still in flight, which will move it: wait
+    /// for that group ([`GroupCommit::settled`]), then decide again. Not a lost race.
+    Busy,
+    /// The group failed for a reason it cannot pin on one command, writing nothing: run
+    /// it alone.
     Alone,
     /// The commit's outcome is unknown or failed for good: answer this.
     Failed(ApiError),
@@ -78,27 +96,38 @@ impl GroupCommit {
     pub fn spawn(pool: &PgPool) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
-        let in_flight = Arc::new(StdMutex::new(HashSet::new()));
+        let claims = Arc::new(Claims::default());
         for _ in 0..COMMITTERS {
             tokio::spawn(committer(
                 pool.clone(),
                 Arc::clone(&receiver),
-                Arc::clone(&in_flight),
+                Arc::clone(&claims),
             ));
         }
         GroupCommit {
             queue: Some(sender),
+            claims,
         }
     }
 
     /// No group commit: every command appends in its own transaction.
     pub fn disabled() -> Self {
-        GroupCommit { queue: None }
+        GroupCommit {
+            queue: None,
+            claims: Arc::new(Claims::default()),
+        }
     }
 
     /// Whether commands are grouped.
     pub fn enabled(&self) -> bool {
         self.queue.is_some()
+    }
+
+    /// Waits until a group in flight lets its streams go, or a short while (a group that
+    /// ended between the answer [`Outcome::Busy`] and this call is not waited for).
+    pub(super) async fn settled(&self) {
+        let _ =
+            tokio::time::timeout(Duration::from_millis(20), self.claims.released.notified()).await;
     }
 
     /// Hands a decided command to a committer and waits for its outcome.
@@ -119,10 +148,18 @@ impl GroupCommit {
             reply,
         };
         if queue.send(submission).await.is_err() {
+            // No committer took it: nothing of it was written.
             return Outcome::Alone;
         }
-        // A committer that went away without answering wrote nothing of this command.
-        outcome.await.unwrap_or(Outcome::Alone)
+        // A committer that took it and went away without answering (a panic, the write
+        // limit) may have committed it: that is an unknown outcome, never a second run.
+        outcome.await.unwrap_or_else(|_| {
+            Outcome::Failed(ApiError::Unavailable(
+                "the command's group commit ended without an answer; retry with the same \
+                 Idempotency-Key"
+                    .into(),
+            ))
+        })
     }
 }
 
@@ -130,7 +167,7 @@ impl GroupCommit {
 async fn committer(
     pool: PgPool,
     receiver: Arc<Mutex<mpsc::Receiver<Submission>>>,
-    in_flight: Arc<StdMutex<HashSet<Uuid>>>,
+    claims: Arc<Claims>,
 ) {
     loop {
         let waiting = {
@@ -147,28 +184,42 @@ async fn committer(
             }
             waiting
         };
-        let (members, lost) = claim(&in_flight, waiting);
-        for s in lost {
-            count(&Outcome::Lost);
-            let _ = s.reply.send(Outcome::Lost);
+        let (members, busy, claim) = claim(&claims, waiting);
+        for s in busy {
+            count(&Outcome::Busy);
+            let _ = s.reply.send(Outcome::Busy);
         }
         if members.is_empty() {
             continue;
         }
-        let streams: Vec<Uuid> = members
-            .iter()
-            .flat_map(|m| m.decision.appends.iter().map(|a| a.stream_id))
-            .collect();
-        let outcomes = write(&pool, &members).await;
-        // Streams are let go before anyone hears back, so a client's next command on the
-        // same payment is not sent to decide again for nothing.
-        release(&in_flight, &streams);
-        // At most MAX_GROUP: exact in an f64.
         metrics::histogram!("group_commit_size")
             .record(f64::from(u32::try_from(members.len()).unwrap_or(u32::MAX)));
-        for (member, outcome) in members.into_iter().zip(outcomes) {
-            count(&outcome);
-            let _ = member.reply.send(outcome);
+        // The write runs in a task of its own: a panic in it ends that task (its members'
+        // clients hear of an unknown outcome), not this committer; the limit bounds a hung
+        // connection. Either way the claim is let go when it drops.
+        let pool = pool.clone();
+        let mut write = tokio::spawn(async move {
+            let outcomes = write(&pool, &members).await;
+            (members, outcomes)
+        });
+        let done = tokio::time::timeout(WRITE_LIMIT, &mut write).await;
+        // Streams are let go before anyone hears back, so a client's next command on the
+        // same payment is not sent to wait for nothing.
+        drop(claim);
+        match done {
+            Ok(Ok((members, outcomes))) => {
+                for (member, outcome) in members.into_iter().zip(outcomes) {
+                    count(&outcome);
+                    let _ = member.reply.send(outcome);
+                }
+            }
+            Ok(Err(panicked)) => {
+                tracing::error!(error = %panicked, "a group commit's write ended abnormally");
+            }
+            Err(_) => {
+                write.abort();
+                tracing::error!(limit = ?WRITE_LIMIT, "a group commit's write ran past its limit");
+            }
         }
     }
 }
@@ -179,46 +230,69 @@ fn count(outcome: &Outcome) {
     let name = match outcome {
         Outcome::Committed(_) => "committed",
         Outcome::Lost => "lost",
+        Outcome::Busy => "busy",
         Outcome::Alone => "alone",
         Outcome::Failed(_) => "failed",
     };
     metrics::counter!("group_commit_commands_total", "outcome" => name).increment(1);
 }
 
-/// Splits the waiting commands into those that join the group and those that must decide
-/// again: a command naming a stream another command of this group, or of a group still in
+/// The streams a group holds while in flight; let go (and waiters told) when dropped.
+struct Claim {
+    claims: Arc<Claims>,
+    streams: Vec<Uuid>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut taken = self
+            .claims
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in &self.streams {
+            taken.remove(s);
+        }
+        drop(taken);
+        self.claims.released.notify_waiters();
+    }
+}
+
+/// Splits the waiting commands into those that join the group and those that must wait:
+/// a command naming a stream that another command of this group, or of a group still in
 /// flight, appends to decided on a version that is about to move.
 fn claim(
-    in_flight: &StdMutex<HashSet<Uuid>>,
+    claims: &Arc<Claims>,
     waiting: Vec<Submission>,
-) -> (Vec<Submission>, Vec<Submission>) {
-    let mut taken = in_flight
+) -> (Vec<Submission>, Vec<Submission>, Claim) {
+    let mut taken = claims
+        .streams
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut members = Vec::with_capacity(waiting.len());
-    let mut lost = Vec::new();
+    let mut busy = Vec::new();
+    let mut streams = Vec::new();
     for s in waiting {
         if s.decision
             .appends
             .iter()
             .any(|a| taken.contains(&a.stream_id))
         {
-            lost.push(s);
+            busy.push(s);
         } else {
-            taken.extend(s.decision.appends.iter().map(|a| a.stream_id));
+            for a in &s.decision.appends {
+                taken.insert(a.stream_id);
+                streams.push(a.stream_id);
+            }
             members.push(s);
         }
     }
-    (members, lost)
-}
-
-fn release(in_flight: &StdMutex<HashSet<Uuid>>, streams: &[Uuid]) {
-    let mut taken = in_flight
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for s in streams {
-        taken.remove(s);
-    }
+    drop(taken);
+    let claim = Claim {
+        claims: Arc::clone(claims),
+        streams,
+    };
+    (members, busy, claim)
 }
 
 /// Writes the group in one transaction: one outcome per member, in order.
@@ -313,6 +387,9 @@ async fn try_write(
     rows.write(&mut tx).await.map_err(|_| Fault::Retry)?;
     match tx.commit().await {
         Ok(()) => {}
+        // A lost connection, however reported (a pooler answers some with an error
+        // message): the commit may have happened.
+        Err(e) if store::is_unavailable(&e) => return Err(Fault::Unknown(e)),
         // The server answered: it rolled the transaction back (a deferred check).
         Err(sqlx::Error::Database(_)) => return Err(Fault::Retry),
         Err(e) => return Err(Fault::Unknown(e)),

@@ -29,6 +29,10 @@ use crate::http::problem::ApiError;
 /// How often a command is decided again after losing a race before answering 409.
 const MAX_ATTEMPTS: u32 = 25;
 
+/// How often a command waits for a group in flight that holds its stream (each wait ends
+/// when some group settles, or after 20 ms) before it runs alone.
+const MAX_WAITS: u32 = 100;
+
 /// A command, parsed and typed, ready to decide.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -138,12 +142,26 @@ pub async fn execute(
     command: &Command,
 ) -> Result<Answer, ApiError> {
     let mut attempt = 0;
+    let mut waits = 0;
     let mut grouped = group.enabled();
     loop {
         attempt += 1;
         let via = grouped.then_some(group);
         match attempt_once(pool, via, request, command).await {
             Err(Attempt::Alone) => {
+                grouped = false;
+                attempt -= 1;
+            }
+            Err(Attempt::Busy) if waits < MAX_WAITS => {
+                // Not a lost race: the stream is in a group still in flight. Decide again
+                // once that group has committed (or failed).
+                waits += 1;
+                attempt -= 1;
+                group.settled().await;
+            }
+            Err(Attempt::Busy) => {
+                // A group held the stream through every wait: run alone, where the
+                // database's own locks order the writers.
                 grouped = false;
                 attempt -= 1;
             }
@@ -191,6 +209,8 @@ enum Attempt {
     Lost,
     /// The command's group failed as a whole, writing nothing: run it again alone.
     Alone,
+    /// A group in flight holds the command's stream: wait for it, then decide again.
+    Busy,
     /// The idempotency key was already used: answer from its stored response.
     KeyTaken,
     /// The answer is this refusal (unless the key's stored response says otherwise).
@@ -255,6 +275,7 @@ async fn attempt_once(
         return match group.submit(decision, status, key).await {
             group::Outcome::Committed(answer) => Ok(answer),
             group::Outcome::Lost => Err(Attempt::Lost),
+            group::Outcome::Busy => Err(Attempt::Busy),
             group::Outcome::Alone => Err(Attempt::Alone),
             group::Outcome::Failed(e) => Err(Attempt::Refused(e)),
         };
@@ -414,6 +435,12 @@ async fn record(
     .await;
     match done {
         Ok(_) => Ok(()),
+        // A deadlock with another writer of the same keys: nothing stays, decide again.
+        Err(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+        {
+            Err(Attempt::Lost)
+        }
         Err(e) => match e
             .as_database_error()
             .and_then(sqlx::error::DatabaseError::constraint)

@@ -402,6 +402,17 @@ fn normalize(v: &Value) -> Value {
 
 fn classify(err: sqlx::Error, appends: &[StreamAppend]) -> StoreError {
     if let sqlx::Error::Database(db) = &err {
+        // A deadlock (two writers locking the same streams' index entries in opposite
+        // orders: a dispute command beside a group commit) or a serialization failure
+        // rolled the statement back: a lost race, decided again like any other.
+        if matches!(db.code().as_deref(), Some("40P01" | "40001")) {
+            let first = &appends[0];
+            return StoreError::Conflict {
+                stream_id: first.stream_id,
+                expected: first.expected,
+                actual: None,
+            };
+        }
         match db.constraint() {
             Some("events_stream_version_key") => {
                 let first = &appends[0];
