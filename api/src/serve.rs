@@ -81,7 +81,7 @@ pub async fn run(
     .await
     .with_context(|| format!("cannot connect to the database at {target} (DATABASE_URL)"))?;
     let commits = if args.no_group_commit {
-        GroupCommit::disabled()
+        GroupCommit::disabled(&pool)
     } else {
         GroupCommit::spawn(&pool)
     };

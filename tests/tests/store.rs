@@ -598,3 +598,73 @@ async fn the_service_role_cannot_place_events_outside_the_feed_or_store_unreadab
     assert_eq!(count(&pool).await, 0);
     db.drop_db().await;
 }
+
+/// The group commit's store calls: an append over several streams that two of them refuse
+/// names both with their versions, inserts nothing and leaves the transaction usable, and
+/// the same append without them then commits; `read_streams` gives each stream's events
+/// as `read_stream` does.
+#[tokio::test]
+async fn append_or_refuse_names_every_moved_stream_and_read_streams_reads_them_together() {
+    let db = TestDb::new().await;
+    let pool = db.service_pool(4).await;
+    let store = EventStore::new(pool.clone());
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for s in [a, b] {
+        store
+            .append(&one(s, ExpectedVersion::NoStream, vec![event("First")]))
+            .await
+            .unwrap();
+    }
+    let before = count(&db.admin).await;
+    let appends = |with_moved: bool| {
+        let mut all = one(c, ExpectedVersion::NoStream, vec![event("C1"), event("C2")]);
+        all.extend(one(
+            a,
+            ExpectedVersion::Exact(if with_moved { 0 } else { 1 }),
+            vec![event("A2")],
+        ));
+        if with_moved {
+            all.extend(one(b, ExpectedVersion::NoStream, vec![event("B2")]));
+        }
+        all
+    };
+    let mut tx = pool.begin().await.unwrap();
+    match store::append_or_refuse(&mut tx, &appends(true))
+        .await
+        .unwrap()
+    {
+        store::Appended::Refused(moved) => {
+            assert_eq!(moved.len(), 2, "{moved:?}");
+            assert_eq!(moved.get(&a), Some(&1));
+            assert_eq!(moved.get(&b), Some(&1));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let done = match store::append_or_refuse(&mut tx, &appends(false))
+        .await
+        .unwrap()
+    {
+        store::Appended::Done(done) => done,
+        other => panic!("expected the append, got {other:?}"),
+    };
+    assert_eq!(done.len(), 3);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        count(&db.admin).await,
+        before + 3,
+        "the refused try wrote nothing"
+    );
+
+    let missing = Uuid::new_v4();
+    let together = store::read_streams(&pool, &[c, a, missing]).await.unwrap();
+    let mut alone = Vec::new();
+    for s in [a, c] {
+        alone.extend(store::read_stream(&pool, s).await.unwrap());
+    }
+    let key = |e: &ledger::event::RecordedEvent| (e.stream_id, e.version);
+    let mut expected = alone.clone();
+    expected.sort_by_key(key);
+    assert_eq!(together, expected);
+    assert_eq!(together.iter().filter(|e| e.stream_id == c).count(), 2);
+    db.drop_db().await;
+}

@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::payment::{payment_append, payment_refusal};
-use super::{load_payment, Ctx, Decision};
+use super::{load_payment, Ctx, Decision, Reads};
 use crate::http::problem::ApiError;
 
 /// The stream type of adjustments not tied to a payment.
@@ -109,14 +109,14 @@ pub async fn check_outflow(conn: &mut PgConnection, o: &Outflow) -> Result<(), A
 }
 
 pub(super) async fn decide(
-    conn: &mut PgConnection,
+    reads: &mut Reads<'_>,
     cmd: &AdjustCommand,
     ctx: &Ctx,
 ) -> Result<Decision, ApiError> {
     check_shape(cmd)?;
     let a = &cmd.adjustment;
     if let Some(payment_id) = cmd.payment_id {
-        let payment = load_payment(conn, payment_id, false).await?;
+        let payment = load_payment(reads, payment_id, false).await?;
         if !payment.exists() {
             return Err(ApiError::NotFound(format!("no payment {payment_id}")));
         }

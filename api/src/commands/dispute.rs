@@ -8,13 +8,11 @@ use ledger::dispute::{
 };
 use ledger::event::StreamAppend;
 use ledger::payment::Settlement;
-use ledger::store;
 use ledger::Reference;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::payment::{payment_append, payment_refusal};
-use super::{after, check_stream_type, load_payment, refusal, Ctx, Decision};
+use super::{after, check_stream_type, load_payment, refusal, Ctx, Decision, Reads};
 use crate::http::problem::ApiError;
 
 /// A dispute command.
@@ -61,11 +59,11 @@ fn dispute_refusal(e: &DisputeError) -> ApiError {
 /// Loads a dispute's state and version; another type's stream under the id is refused
 /// (see [`super::load_payment`]).
 async fn load_dispute(
-    conn: &mut PgConnection,
+    reads: &mut Reads<'_>,
     id: Uuid,
     creating: bool,
 ) -> Result<Dispute, ApiError> {
-    let events = store::read_stream(&mut *conn, id).await?;
+    let events = reads.stream(id).await?;
     check_stream_type(&events, id, dispute::STREAM_TYPE, creating)?;
     Dispute::from_history(&events).map_err(|e| ApiError::Internal(e.into()))
 }
@@ -85,7 +83,7 @@ fn dispute_append(
 }
 
 pub(super) async fn decide(
-    conn: &mut PgConnection,
+    reads: &mut Reads<'_>,
     command: &DisputeCommand,
     ctx: &Ctx,
 ) -> Result<Decision, ApiError> {
@@ -98,12 +96,12 @@ pub(super) async fn decide(
         | DisputeCommand::Status(id, _, _)
         | DisputeCommand::Resolve(id, _) => (*id, false),
     };
-    let state = load_dispute(conn, id, created).await?;
+    let state = load_dispute(reads, id, created).await?;
     let refuse = |e: DisputeError| dispute_refusal(&e);
     let mut appends = Vec::new();
     match command {
         DisputeCommand::Open(c) => {
-            let payment = load_payment(conn, c.payment_id, false).await?;
+            let payment = load_payment(reads, c.payment_id, false).await?;
             if !payment.exists() {
                 return Err(ApiError::NotFound(format!("no payment {}", c.payment_id)));
             }
@@ -135,7 +133,7 @@ pub(super) async fn decide(
                 let payment_id = state
                     .payment_id()
                     .ok_or_else(|| ApiError::NotFound("no such dispute".into()))?;
-                let payment = load_payment(conn, payment_id, false).await?;
+                let payment = load_payment(reads, payment_id, false).await?;
                 let unfrozen = payment
                     .unfreeze(id, *status)
                     .map_err(|e| payment_refusal(&e))?;
@@ -149,7 +147,7 @@ pub(super) async fn decide(
             let payment_id = state
                 .payment_id()
                 .ok_or_else(|| ApiError::NotFound("no such dispute".into()))?;
-            let payment = load_payment(conn, payment_id, false).await?;
+            let payment = load_payment(reads, payment_id, false).await?;
             let resolved = events.iter().find_map(|e| match e {
                 dispute::DisputeEvent::DisputeResolved(r) => Some(r),
                 _ => None,

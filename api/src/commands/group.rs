@@ -30,7 +30,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use uuid::Uuid;
 
-use super::{accepted_body, Answer, Decision};
+use super::{accepted_body, Answer, Decision, StreamReads};
 use crate::http::problem::ApiError;
 
 /// The most commands one group holds.
@@ -52,6 +52,7 @@ const WRITE_LIMIT: Duration = Duration::from_secs(10);
 pub struct GroupCommit {
     queue: Option<mpsc::Sender<Submission>>,
     claims: Arc<Claims>,
+    reads: StreamReads,
 }
 
 /// The streams of the groups in flight, and a signal each time some are let go.
@@ -107,15 +108,23 @@ impl GroupCommit {
         GroupCommit {
             queue: Some(sender),
             claims,
+            reads: StreamReads::spawn(pool),
         }
     }
 
-    /// No group commit: every command appends in its own transaction.
-    pub fn disabled() -> Self {
+    /// No group commit: every command reads on its own connection and appends in its
+    /// own transaction.
+    pub fn disabled(pool: &PgPool) -> Self {
         GroupCommit {
             queue: None,
             claims: Arc::new(Claims::default()),
+            reads: StreamReads::direct(pool),
         }
+    }
+
+    /// Where grouped commands read their streams (gathered reads).
+    pub fn reads(&self) -> &StreamReads {
+        &self.reads
     }
 
     /// Whether commands are grouped.

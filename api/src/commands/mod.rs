@@ -6,6 +6,7 @@ mod adjustment;
 mod dispute;
 mod group;
 mod payment;
+mod reads;
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub use adjustment::{check_shape as adjustment_shape, AdjustCommand};
 pub use dispute::DisputeCommand;
 pub use group::{GroupCommit, MAX_GROUP};
 pub use payment::PaymentCommand;
+pub use reads::{Reads, StreamReads};
 
 use crate::auth::Principal;
 use crate::http::problem::ApiError;
@@ -234,7 +236,6 @@ async fn attempt_once(
     request: &Request,
     command: &Command,
 ) -> Result<Answer, Attempt> {
-    let mut conn = pool.acquire().await.map_err(ApiError::from)?;
     let ctx = Ctx {
         now: Utc::now(),
         metadata: Metadata {
@@ -248,10 +249,27 @@ async fn attempt_once(
             legacy: None,
         },
     };
-    let decision = match command {
-        Command::Payment(c) => payment::decide(&mut conn, c, &ctx).await?,
-        Command::Dispute(c) => dispute::decide(&mut conn, c, &ctx).await?,
-        Command::Adjust(c) => adjustment::decide(&mut conn, c, &ctx).await?,
+    // Alone, the command reads on the connection it will append on; grouped, its reads
+    // are gathered with other commands' and it holds no connection of its own.
+    let mut held = match group {
+        Some(_) => None,
+        None => Some(pool.acquire().await.map_err(ApiError::from)?),
+    };
+    let decision = {
+        let mut reads = match (&mut held, group) {
+            (Some(conn), _) => Reads::Conn(conn),
+            (None, Some(g)) => Reads::Gathered(g.reads()),
+            (None, None) => {
+                return Err(Attempt::Refused(ApiError::Internal(anyhow::anyhow!(
+                    "a command with neither a connection nor a group"
+                ))))
+            }
+        };
+        match command {
+            Command::Payment(c) => payment::decide(&mut reads, c, &ctx).await?,
+            Command::Dispute(c) => dispute::decide(&mut reads, c, &ctx).await?,
+            Command::Adjust(c) => adjustment::decide(&mut reads, c, &ctx).await?,
+        }
     };
     check_if_match(request, &decision)?;
     let status = if decision.created {
@@ -266,8 +284,6 @@ async fn attempt_once(
         _ => None,
     };
     if let (Some(group), None) = (group, &outflow) {
-        // The connection goes back first: the committer needs one of the same pool.
-        drop(conn);
         let key = request
             .idempotency_key
             .as_ref()
@@ -280,6 +296,10 @@ async fn attempt_once(
             group::Outcome::Failed(e) => Err(Attempt::Refused(e)),
         };
     }
+    let mut conn = match held {
+        Some(conn) => conn,
+        None => pool.acquire().await.map_err(ApiError::from)?,
+    };
     let alone = request.idempotency_key.is_none()
         && decision.deposit_reference.is_none()
         && outflow.is_none();
@@ -502,11 +522,11 @@ pub fn refusal(kind: RefusalKind, message: String) -> ApiError {
 /// [`ApiError::InvalidState`] or [`ApiError::NotFound`] when the id is another type's
 /// stream, a database fault, or an event that no longer decodes.
 pub async fn load_payment(
-    conn: &mut PgConnection,
+    reads: &mut Reads<'_>,
     id: Uuid,
     creating: bool,
 ) -> Result<ledger::payment::Payment, ApiError> {
-    let events = store::read_stream(&mut *conn, id).await?;
+    let events = reads.stream(id).await?;
     check_stream_type(&events, id, ledger::payment::STREAM_TYPE, creating)?;
     ledger::payment::Payment::from_history(&events).map_err(|e| ApiError::Internal(e.into()))
 }

@@ -4,10 +4,9 @@ use ledger::event::StreamAppend;
 use ledger::payment::{
     Cancel, CreatePayment, Deposit, Payment, PaymentError, Payout, Refund, Release, STREAM_TYPE,
 };
-use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{after, load_payment, refusal, Ctx, Decision};
+use super::{after, load_payment, refusal, Ctx, Decision, Reads};
 use crate::http::problem::ApiError;
 
 /// A payment command.
@@ -50,7 +49,7 @@ pub fn payment_refusal(e: &PaymentError) -> ApiError {
 }
 
 pub(super) async fn decide(
-    conn: &mut PgConnection,
+    reads: &mut Reads<'_>,
     command: &PaymentCommand,
     ctx: &Ctx,
 ) -> Result<Decision, ApiError> {
@@ -63,7 +62,7 @@ pub(super) async fn decide(
         | PaymentCommand::Cancel(id, _) => *id,
     };
     let creating = matches!(command, PaymentCommand::Create(_));
-    let payment = load_payment(conn, id, creating).await?;
+    let payment = load_payment(reads, id, creating).await?;
     let mut occurred_at = ctx.now;
     let mut deposit_reference = None;
     let decided = match command {

@@ -16,7 +16,9 @@ pub use balance::{balance_of, lock_outflows};
 pub use error::{is_unavailable, StoreError};
 pub use notify::{Notifier, CHANNEL};
 pub use pool::{connect, PoolSettings, OWNER_ROLE, SERVICE_ROLE};
-pub use read::{feed_position_of, read_feed, read_stream, stream_version, watermark, Watermark};
+pub use read::{
+    feed_position_of, read_feed, read_stream, read_streams, stream_version, watermark, Watermark,
+};
 pub use verify::{parse_digest, verify, Fault, VerifyReport};
 
 use sqlx::PgPool;

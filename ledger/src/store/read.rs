@@ -37,6 +37,26 @@ pub async fn read_stream<'e>(
         .await
 }
 
+/// Reads several streams' events, each in version order, in one statement (one snapshot):
+/// the command path reads the streams of commands decided at the same moment together.
+/// Streams follow each other in id order.
+///
+/// # Errors
+/// A database error, or a stored posting that no longer parses.
+pub async fn read_streams<'e>(
+    exec: impl PgExecutor<'e>,
+    stream_ids: &[Uuid],
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events e WHERE e.stream_id = ANY($1) ORDER BY e.stream_id, e.version"
+    );
+    sqlx::query(&sql)
+        .bind(stream_ids)
+        .try_map(|row: PgRow| to_event(&row))
+        .fetch_all(exec)
+        .await
+}
+
 /// The stream's current version (0 if it has no events).
 ///
 /// # Errors
