@@ -620,7 +620,7 @@ async fn append_or_refuse_names_every_moved_stream_and_read_streams_reads_them_t
         let mut all = one(c, ExpectedVersion::NoStream, vec![event("C1"), event("C2")]);
         all.extend(one(
             a,
-            ExpectedVersion::Exact(if with_moved { 0 } else { 1 }),
+            ExpectedVersion::Exact(i64::from(!with_moved)), // 0 is stale: a is at 1
             vec![event("A2")],
         ));
         if with_moved {
@@ -638,14 +638,14 @@ async fn append_or_refuse_names_every_moved_stream_and_read_streams_reads_them_t
             assert_eq!(moved.get(&a), Some(&1));
             assert_eq!(moved.get(&b), Some(&1));
         }
-        other => panic!("expected a refusal, got {other:?}"),
+        other @ store::Appended::Done(_) => panic!("expected a refusal, got {other:?}"),
     }
     let done = match store::append_or_refuse(&mut tx, &appends(false))
         .await
         .unwrap()
     {
         store::Appended::Done(done) => done,
-        other => panic!("expected the append, got {other:?}"),
+        other @ store::Appended::Refused(_) => panic!("expected the append, got {other:?}"),
     };
     assert_eq!(done.len(), 3);
     tx.commit().await.unwrap();
