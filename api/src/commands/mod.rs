@@ -31,9 +31,10 @@ use crate::http::problem::ApiError;
 /// How often a command is decided again after losing a race before answering 409.
 const MAX_ATTEMPTS: u32 = 25;
 
-/// How often a command waits for a group in flight that holds its stream (each wait ends
-/// when some group settles, or after 20 ms) before it runs alone.
-const MAX_WAITS: u32 = 100;
+/// How often a command waits for a stream being written by a group or command in flight
+/// (each wait ends when that writer is done, or after 200 ms) before such a wait counts
+/// as a lost race.
+const MAX_WAITS: u32 = 25;
 
 /// A command, parsed and typed, ready to decide.
 #[derive(Debug, Clone)]
@@ -148,31 +149,24 @@ pub async fn execute(
     let mut grouped = group.enabled();
     loop {
         attempt += 1;
-        let via = grouped.then_some(group);
-        match attempt_once(pool, via, request, command).await {
+        match attempt_once(pool, group, grouped, request, command).await {
             Err(Attempt::Alone) => {
                 grouped = false;
                 attempt -= 1;
             }
-            Err(Attempt::Busy) if waits < MAX_WAITS => {
-                // Not a lost race: the stream is in a group still in flight. Decide again
-                // once that group has committed (or failed).
+            Err(Attempt::Busy(streams)) if waits < MAX_WAITS => {
+                // Not a lost race: a stream is being written by a group or command in
+                // flight. Decide again once it has committed (or failed).
                 waits += 1;
                 attempt -= 1;
-                group.settled().await;
+                group.settled(&streams).await;
             }
-            Err(Attempt::Busy) => {
-                // A group held the stream through every wait: run alone, where the
-                // database's own locks order the writers.
-                grouped = false;
-                attempt -= 1;
-            }
-            Err(Attempt::Lost) if attempt < MAX_ATTEMPTS => {
+            Err(Attempt::Busy(_) | Attempt::Lost) if attempt < MAX_ATTEMPTS => {
                 // Jitter keeps a crowd of losers from colliding again in lockstep.
                 let jitter = u64::from(Uuid::new_v4().as_bytes()[0] % 8);
                 tokio::time::sleep(Duration::from_millis(jitter + u64::from(attempt))).await;
             }
-            Err(Attempt::Lost) => {
+            Err(Attempt::Busy(_) | Attempt::Lost) => {
                 // A retry of a request that succeeded long ago decides afresh and can lose
                 // every race on a busy stream: its stored answer still comes first.
                 if let Some(answer) = replay(pool, request).await? {
@@ -211,8 +205,9 @@ enum Attempt {
     Lost,
     /// The command's group failed as a whole, writing nothing: run it again alone.
     Alone,
-    /// A group in flight holds the command's stream: wait for it, then decide again.
-    Busy,
+    /// A group or command in flight is writing these streams of the command: wait for
+    /// it, then decide again.
+    Busy(Vec<Uuid>),
     /// The idempotency key was already used: answer from its stored response.
     KeyTaken,
     /// The answer is this refusal (unless the key's stored response says otherwise).
@@ -232,7 +227,8 @@ impl<E: Into<ApiError>> From<E> for Attempt {
 /// transaction instead.
 async fn attempt_once(
     pool: &PgPool,
-    group: Option<&GroupCommit>,
+    group: &GroupCommit,
+    grouped: bool,
     request: &Request,
     command: &Command,
 ) -> Result<Answer, Attempt> {
@@ -251,19 +247,15 @@ async fn attempt_once(
     };
     // Alone, the command reads on the connection it will append on; grouped, its reads
     // are gathered with other commands' and it holds no connection of its own.
-    let mut held = match group {
-        Some(_) => None,
-        None => Some(pool.acquire().await.map_err(ApiError::from)?),
+    let mut held = if grouped {
+        None
+    } else {
+        Some(pool.acquire().await.map_err(ApiError::from)?)
     };
     let decision = {
-        let mut reads = match (&mut held, group) {
-            (Some(conn), _) => Reads::Conn(conn),
-            (None, Some(g)) => Reads::Gathered(g.reads()),
-            (None, None) => {
-                return Err(Attempt::Refused(ApiError::Internal(anyhow::anyhow!(
-                    "a command with neither a connection nor a group"
-                ))))
-            }
+        let mut reads = match &mut held {
+            Some(conn) => Reads::Conn(conn),
+            None => Reads::Gathered(group.reads()),
         };
         match command {
             Command::Payment(c) => payment::decide(&mut reads, c, &ctx).await?,
@@ -283,7 +275,8 @@ async fn attempt_once(
         Command::Adjust(c) => adjustment::outflow(c),
         _ => None,
     };
-    if let (Some(group), None) = (group, &outflow) {
+    let streams: Vec<Uuid> = decision.appends.iter().map(|a| a.stream_id).collect();
+    if grouped && outflow.is_none() {
         let key = request
             .idempotency_key
             .as_ref()
@@ -291,11 +284,16 @@ async fn attempt_once(
         return match group.submit(decision, status, key).await {
             group::Outcome::Committed(answer) => Ok(answer),
             group::Outcome::Lost => Err(Attempt::Lost),
-            group::Outcome::Busy => Err(Attempt::Busy),
+            group::Outcome::Busy => Err(Attempt::Busy(streams)),
             group::Outcome::Alone => Err(Attempt::Alone),
             group::Outcome::Failed(e) => Err(Attempt::Refused(e)),
         };
     }
+    // Beside the groups, a command appending alone claims its streams too, so that a
+    // group waits for it instead of racing it to a unique-constraint failure.
+    let Ok(_claim) = group.hold(&streams) else {
+        return Err(Attempt::Busy(streams));
+    };
     let mut conn = match held {
         Some(conn) => conn,
         None => pool.acquire().await.map_err(ApiError::from)?,

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ledger::event::RecordedEvent;
 use ledger::store;
@@ -25,6 +26,10 @@ const READERS: usize = 2;
 
 /// Reads waiting for a reader, most of them.
 const QUEUE: usize = 1024;
+
+/// The longest a gathered read may take (a half-open connection, a lock held by a
+/// migration): past it its readers hear the database is unavailable (503, retry).
+const READ_LIMIT: Duration = Duration::from_secs(10);
 
 /// Where the command path reads streams from: the pool directly, or gathered readers.
 #[derive(Debug, Clone)]
@@ -117,7 +122,20 @@ async fn reader(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Wanted>>>) {
         let mut ids: Vec<Uuid> = waiting.iter().map(|w| w.stream_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        match store::read_streams(&pool, &ids).await {
+        let read = match tokio::time::timeout(READ_LIMIT, store::read_streams(&pool, &ids)).await {
+            Ok(read) => read,
+            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("a gathered stream read ran past {READ_LIMIT:?}"),
+            ))),
+        };
+        match read {
+            Err(e) if !store::is_unavailable(&e) && ids.len() > 1 => {
+                // One stream that cannot be read (an event that no longer decodes) must not
+                // fail the others' commands: each is read on its own.
+                tracing::warn!(error = %e, "a gathered stream read failed; reading one by one");
+                one_by_one(&pool, waiting).await;
+            }
             Ok(events) => {
                 let mut by_stream: HashMap<Uuid, Vec<RecordedEvent>> = HashMap::new();
                 for e in events {
@@ -173,5 +191,18 @@ impl Reads<'_> {
             Reads::Conn(conn) => Ok(store::read_stream(&mut **conn, stream_id).await?),
             Reads::Gathered(reads) => reads.read(stream_id).await,
         }
+    }
+}
+
+/// Reads each waiting stream with a statement of its own.
+async fn one_by_one(pool: &PgPool, waiting: Vec<Wanted>) {
+    for w in waiting {
+        let read = store::read_stream(pool, w.stream_id)
+            .await
+            .map_err(|e| Fault {
+                unavailable: store::is_unavailable(&e),
+                message: e.to_string(),
+            });
+        let _ = w.reply.send(read);
     }
 }
