@@ -4,7 +4,10 @@
 --   pgbench -n -M prepared -c 32 -j 2 -T 10 -f scripts/bench/story.sql "$DATABASE_URL"
 --
 -- One script run is one story: the statements the server's command path issues for the
--- three commands, on the same tables, in the same transactions:
+-- three commands when each runs alone (`serve --no-group-commit`, or a command taken out
+-- of a group), on the same tables, in the same transactions. With group commit (the
+-- default) the server gathers many commands' reads and appends into shared statements
+-- and transactions: scripts/bench/grouped_story.py writes the grouped counterpart.
 --   create   read the stream; the append statement on its own (no Idempotency-Key: the
 --            one statement is the whole transaction);
 --   deposit  read the stream; in one transaction, the append statement with its 2
