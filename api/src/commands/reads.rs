@@ -130,9 +130,11 @@ async fn reader(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Wanted>>>) {
             ))),
         };
         match read {
-            Err(e) if !store::is_unavailable(&e) && ids.len() > 1 => {
-                // One stream that cannot be read (an event that no longer decodes) must not
-                // fail the others' commands: each is read on its own.
+            Err(e @ (sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. }))
+                if ids.len() > 1 =>
+            {
+                // One stream that cannot be decoded must not fail the others' commands:
+                // each is read on its own, all within the same limit.
                 tracing::warn!(error = %e, "a gathered stream read failed; reading one by one");
                 one_by_one(&pool, waiting).await;
             }
@@ -194,15 +196,22 @@ impl Reads<'_> {
     }
 }
 
-/// Reads each waiting stream with a statement of its own.
+/// Reads each waiting stream with a statement of its own, within [`READ_LIMIT`] in all:
+/// those not read by then hear the database is unavailable.
 async fn one_by_one(pool: &PgPool, waiting: Vec<Wanted>) {
+    let deadline = tokio::time::Instant::now() + READ_LIMIT;
     for w in waiting {
-        let read = store::read_stream(pool, w.stream_id)
-            .await
-            .map_err(|e| Fault {
+        let read = tokio::time::timeout_at(deadline, store::read_stream(pool, w.stream_id)).await;
+        let read = match read {
+            Ok(read) => read.map_err(|e| Fault {
                 unavailable: store::is_unavailable(&e),
                 message: e.to_string(),
-            });
+            }),
+            Err(_) => Err(Fault {
+                unavailable: true,
+                message: format!("stream reads ran past {READ_LIMIT:?}"),
+            }),
+        };
         let _ = w.reply.send(read);
     }
 }

@@ -19,6 +19,21 @@ use super::{Outcome, Submission};
 use crate::commands::{accepted_body, Answer};
 use crate::http::problem::ApiError;
 
+/// Sent with the group's savepoint, in one round trip: limits below the committer's
+/// `WRITE_LIMIT` (10 s) on each statement and on each lock wait.
+const STATEMENT_LIMITS: &str =
+    "SET LOCAL statement_timeout = '8s'; SET LOCAL lock_timeout = '8s'; SAVEPOINT group_write";
+
+/// Sets the limits and takes the savepoint ([`STATEMENT_LIMITS`]): several statements in
+/// one round trip, through the simple protocol.
+async fn begin_group(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let mut results = sqlx::raw_sql(STATEMENT_LIMITS).execute_many(conn);
+    while let Some(result) = futures::StreamExt::next(&mut results).await {
+        result?;
+    }
+    Ok(())
+}
+
 /// Writes the group in one transaction: one outcome per member, in order.
 pub(super) async fn write(pool: &PgPool, members: &[Submission]) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = members.iter().map(|_| None).collect();
@@ -55,10 +70,10 @@ async fn try_write(
     outcomes: &mut [Option<Outcome>],
 ) -> Result<(), Fault> {
     let mut tx = pool.begin().await.map_err(|_| Fault::Retry)?;
-    sqlx::query("SAVEPOINT group_write")
-        .execute(&mut *tx)
-        .await
-        .map_err(|_| Fault::Retry)?;
+    // Every statement of the group ends (and rolls the group back) before the committer's
+    // limit: a group past it is not left running in PostgreSQL, holding its streams'
+    // next versions and its keys, after the committer has let them go.
+    begin_group(&mut tx).await.map_err(|_| Fault::Retry)?;
     let answers = loop {
         let live: Vec<usize> = (0..members.len())
             .filter(|&i| outcomes[i].is_none())
@@ -152,6 +167,7 @@ fn lay_out(
             },
         ));
     }
+    rows.sort();
     Ok((rows, answers))
 }
 
@@ -211,6 +227,33 @@ impl Rows {
                 (key && !written.keys.contains(&position))
                     || (reference && !written.references.contains(&position))
             })
+    }
+
+    /// Orders the rows by their unique keys, so that two groups writing overlapping keys
+    /// or references lock them in the same order (no deadlock between them).
+    fn sort(&mut self) {
+        fn permute<T: Clone>(v: &mut Vec<T>, order: &[usize]) {
+            *v = order.iter().map(|&i| v[i].clone()).collect();
+        }
+        let mut order: Vec<usize> = (0..self.r_provider.len()).collect();
+        order.sort_by(|&a, &b| {
+            (&self.r_provider[a], &self.r_reference[a])
+                .cmp(&(&self.r_provider[b], &self.r_reference[b]))
+        });
+        permute(&mut self.r_provider, &order);
+        permute(&mut self.r_reference, &order);
+        permute(&mut self.r_payment, &order);
+        permute(&mut self.r_position, &order);
+        let mut order: Vec<usize> = (0..self.k_client.len()).collect();
+        order.sort_by(|&a, &b| {
+            (&self.k_client[a], &self.k_key[a]).cmp(&(&self.k_client[b], &self.k_key[b]))
+        });
+        permute(&mut self.k_client, &order);
+        permute(&mut self.k_key, &order);
+        permute(&mut self.k_hash, &order);
+        permute(&mut self.k_status, &order);
+        permute(&mut self.k_response, &order);
+        permute(&mut self.k_position, &order);
     }
 
     /// One statement for all of them. A key or reference already taken (committed, or
