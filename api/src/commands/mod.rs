@@ -4,6 +4,7 @@
 
 mod adjustment;
 mod dispute;
+mod gather;
 mod group;
 mod payment;
 mod reads;

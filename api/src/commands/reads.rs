@@ -105,19 +105,8 @@ impl StreamReads {
 /// Takes the waiting reads as one statement, answers each, and again.
 async fn reader(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Wanted>>>) {
     loop {
-        let waiting = {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let mut waiting = vec![first];
-            while waiting.len() < MAX_READ {
-                match receiver.try_recv() {
-                    Ok(w) => waiting.push(w),
-                    Err(_) => break,
-                }
-            }
-            waiting
+        let Some(waiting) = super::gather::next_batch(&receiver, MAX_READ).await else {
+            return;
         };
         let mut ids: Vec<Uuid> = waiting.iter().map(|w| w.stream_id).collect();
         ids.sort_unstable();

@@ -192,19 +192,8 @@ async fn committer(
     claims: Arc<Claims>,
 ) {
     loop {
-        let waiting = {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let mut waiting = vec![first];
-            while waiting.len() < MAX_GROUP {
-                match receiver.try_recv() {
-                    Ok(s) => waiting.push(s),
-                    Err(_) => break,
-                }
-            }
-            waiting
+        let Some(waiting) = super::gather::next_batch(&receiver, MAX_GROUP).await else {
+            return;
         };
         let (members, busy, claim) = claims.claim_group(waiting);
         for s in busy {
