@@ -668,3 +668,59 @@ async fn append_or_refuse_names_every_moved_stream_and_read_streams_reads_them_t
     assert_eq!(together.iter().filter(|e| e.stream_id == c).count(), 2);
     db.drop_db().await;
 }
+
+/// Two transactions appending to two new streams in opposite orders deadlock; PostgreSQL
+/// aborts one (40P01), and the store reports that as a lost race (a conflict the command
+/// path decides again), not as a database fault. The other commits.
+#[tokio::test]
+async fn a_deadlock_between_appends_is_a_conflict() {
+    let db = TestDb::new().await;
+    let pool = db.service_pool(4).await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut first = pool.begin().await.unwrap();
+    let mut second = pool.begin().await.unwrap();
+    store::append(
+        &mut first,
+        &one(a, ExpectedVersion::NoStream, vec![event("A")]),
+    )
+    .await
+    .unwrap();
+    store::append(
+        &mut second,
+        &one(b, ExpectedVersion::NoStream, vec![event("B")]),
+    )
+    .await
+    .unwrap();
+    // Each now inserts the stream the other holds: each waits for the other.
+    let crossing = tokio::spawn(async move {
+        let done = store::append(
+            &mut first,
+            &one(b, ExpectedVersion::NoStream, vec![event("B")]),
+        )
+        .await;
+        (first, done)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second_done = store::append(
+        &mut second,
+        &one(a, ExpectedVersion::NoStream, vec![event("A")]),
+    )
+    .await;
+    let (mut first, first_done) = crossing.await.unwrap();
+    let results = [&first_done, &second_done];
+    let deadlocked = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict { actual: None, .. })))
+        .count();
+    assert_eq!(deadlocked, 1, "{first_done:?} {second_done:?}");
+    // The survivor waited for the victim's rollback, then found its stream free.
+    if first_done.is_ok() {
+        second.rollback().await.unwrap();
+        first.commit().await.unwrap();
+    } else {
+        first.rollback().await.unwrap();
+        second.commit().await.unwrap();
+    }
+    assert_eq!(count(&db.admin).await, 2);
+    db.drop_db().await;
+}
