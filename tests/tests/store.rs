@@ -706,7 +706,7 @@ async fn a_deadlock_between_appends_is_a_conflict() {
         &one(a, ExpectedVersion::NoStream, vec![event("A")]),
     )
     .await;
-    let (mut first, first_done) = crossing.await.unwrap();
+    let (first, first_done) = crossing.await.unwrap();
     let results = [&first_done, &second_done];
     let deadlocked = results
         .iter()
