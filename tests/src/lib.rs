@@ -182,6 +182,20 @@ pub fn url_with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// Runs `escrow-ledger verify` on the test database and asserts it passes (hash chains,
+/// balanced postings, ...), showing its report when it does not.
+///
+/// # Panics
+/// When verify finds a fault or cannot be run.
+pub fn assert_verifies(db: &TestDb) {
+    let out = run_binary(&["verify"], &[("DATABASE_URL", db.url.as_str())]);
+    assert!(
+        out.status.success(),
+        "verify failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// Runs the binary to completion with extra environment.
 ///
 /// # Panics

@@ -665,12 +665,7 @@ async fn random_interleavings_keep_the_invariants() {
     .await
     .unwrap();
     assert_eq!(unbalanced, 0);
-    let out = e2e::run_binary(&["verify"], &[("DATABASE_URL", db.url.as_str())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    e2e::assert_verifies(&db);
     drop(server);
     db.drop_db().await;
 }

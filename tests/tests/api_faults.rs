@@ -635,12 +635,7 @@ async fn a_replay_is_byte_for_byte_and_a_refusal_is_not_remembered() {
     let replayed = raw(&server, &rel_path, Some(&coord), b"{}".to_vec(), &rel_key).await;
     assert_eq!(replayed.text, accepted.text);
 
-    let out = e2e::run_binary(&["verify"], &[("DATABASE_URL", db.url.as_str())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    e2e::assert_verifies(&db);
     drop(server);
     db.drop_db().await;
 }

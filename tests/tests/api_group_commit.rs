@@ -39,13 +39,18 @@ fn code(text: &str) -> String {
 /// One request of a wave: path, body, idempotency key.
 type Req = (String, String, String);
 
+/// Sends one request in a task of its own.
+fn spawn_post(
+    server: &Arc<Server>,
+    (path, body, key): Req,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    let server = Arc::clone(server);
+    tokio::spawn(async move { post(&server, &path, &body, &key).await })
+}
+
 /// Sends every request at once; answers in the same order.
 async fn wave(server: &Arc<Server>, requests: &[Req]) -> Vec<(u16, String)> {
-    let answers = join_all(requests.iter().cloned().map(|(path, body, key)| {
-        let server = Arc::clone(server);
-        tokio::spawn(async move { post(&server, &path, &body, &key).await })
-    }))
-    .await;
+    let answers = join_all(requests.iter().cloned().map(|r| spawn_post(server, r))).await;
     answers
         .into_iter()
         .map(|a| a.expect("request task"))
@@ -204,12 +209,7 @@ async fn groups_answer_each_command_and_a_refused_member_does_not_sink_the_rest(
     assert!(alone >= 25.0, "{metrics}");
 
     // The hash chains hold across grouped appends.
-    let out = e2e::run_binary(&["verify"], &[("DATABASE_URL", db.url.as_str())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    e2e::assert_verifies(&db);
     drop(server);
     db.drop_db().await;
 }
@@ -279,33 +279,16 @@ async fn a_command_behind_a_stalled_group_waits_for_it_and_is_accepted() {
     .await
     .expect("hold the key");
 
-    let first = {
-        let server = Arc::clone(&server);
-        let path = path.clone();
-        tokio::spawn(async move {
-            post(
-                &server,
-                &path,
-                r#"{"amount": "5.00", "reference": "ch-a"}"#,
-                "held-key",
-            )
-            .await
-        })
-    };
+    let deposit = |body: &str, key: &str| (path.clone(), body.to_owned(), key.to_owned());
+    let first = spawn_post(
+        &server,
+        deposit(r#"{"amount": "5.00", "reference": "ch-a"}"#, "held-key"),
+    );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let second = {
-        let server = Arc::clone(&server);
-        let path = path.clone();
-        tokio::spawn(async move {
-            post(
-                &server,
-                &path,
-                r#"{"amount": "7.00", "reference": "ch-b"}"#,
-                "free-key",
-            )
-            .await
-        })
-    };
+    let second = spawn_post(
+        &server,
+        deposit(r#"{"amount": "7.00", "reference": "ch-b"}"#, "free-key"),
+    );
     // Longer than 25 lost races' sleeps take: the second command must still be waiting.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert!(

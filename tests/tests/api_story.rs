@@ -215,12 +215,7 @@ async fn the_whole_story_moves_money_exactly() {
     .await
     .unwrap();
     assert_eq!(dispute_postings, 0);
-    let out = e2e::run_binary(&["verify"], &[("DATABASE_URL", db.url.as_str())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    e2e::assert_verifies(&db);
     drop(server);
     db.drop_db().await;
 }

@@ -45,8 +45,13 @@ pub(super) async fn write(pool: &PgPool, members: &[Submission]) -> Vec<Outcome>
             }
         }
         Err(Fault::Unknown(e)) => {
+            tracing::error!(error = %e, "a group commit's outcome is unknown");
             for o in outcomes.iter_mut().filter(|o| o.is_none()) {
-                *o = Some(Outcome::Failed(ApiError::from(clone_error(&e))));
+                *o = Some(Outcome::Failed(ApiError::Unavailable(
+                    "the database connection was lost during the commit: the command may \
+                     have been written; retry with the same Idempotency-Key"
+                        .into(),
+                )));
             }
         }
     }
@@ -167,7 +172,6 @@ fn lay_out(
             },
         ));
     }
-    rows.sort();
     Ok((rows, answers))
 }
 
@@ -229,36 +233,10 @@ impl Rows {
             })
     }
 
-    /// Orders the rows by their unique keys, so that two groups writing overlapping keys
-    /// or references lock them in the same order (no deadlock between them).
-    fn sort(&mut self) {
-        fn permute<T: Clone>(v: &mut Vec<T>, order: &[usize]) {
-            *v = order.iter().map(|&i| v[i].clone()).collect();
-        }
-        let mut order: Vec<usize> = (0..self.r_provider.len()).collect();
-        order.sort_by(|&a, &b| {
-            (&self.r_provider[a], &self.r_reference[a])
-                .cmp(&(&self.r_provider[b], &self.r_reference[b]))
-        });
-        permute(&mut self.r_provider, &order);
-        permute(&mut self.r_reference, &order);
-        permute(&mut self.r_payment, &order);
-        permute(&mut self.r_position, &order);
-        let mut order: Vec<usize> = (0..self.k_client.len()).collect();
-        order.sort_by(|&a, &b| {
-            (&self.k_client[a], &self.k_key[a]).cmp(&(&self.k_client[b], &self.k_key[b]))
-        });
-        permute(&mut self.k_client, &order);
-        permute(&mut self.k_key, &order);
-        permute(&mut self.k_hash, &order);
-        permute(&mut self.k_status, &order);
-        permute(&mut self.k_response, &order);
-        permute(&mut self.k_position, &order);
-    }
-
     /// One statement for all of them. A key or reference already taken (committed, or
     /// by an earlier row of this statement) is skipped, after waiting for a transaction
-    /// still writing it to end, and left out of what comes back.
+    /// still writing it to end, and left out of what comes back. Rows go in in key order,
+    /// so two groups writing overlapping keys lock them in one order (no deadlock).
     async fn write(&self, conn: &mut PgConnection) -> Result<Written, sqlx::Error> {
         if self.r_provider.is_empty() && self.k_client.is_empty() {
             return Ok(Written::default());
@@ -267,11 +245,13 @@ impl Rows {
             "WITH reference AS ( \
                  INSERT INTO deposit_references (provider, reference, payment_id, position) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::int8[]) \
+                     AS r(provider, reference) ORDER BY provider, reference \
                  ON CONFLICT DO NOTHING RETURNING position \
              ), key AS ( \
                  INSERT INTO idempotency_keys (client, key, request_hash, status, response, position) \
                  SELECT * FROM UNNEST($5::text[], $6::text[], $7::bytea[], $8::int2[], \
-                                      $9::bytea[], $10::int8[]) \
+                                      $9::bytea[], $10::int8[]) AS k(client, key) \
+                     ORDER BY client, key \
                  ON CONFLICT DO NOTHING RETURNING position \
              ) \
              SELECT false, position FROM reference UNION ALL SELECT true, position FROM key",
@@ -298,10 +278,4 @@ impl Rows {
         }
         Ok(written)
     }
-}
-
-/// A commit fault for every member of the group: `sqlx::Error` is not `Clone`, so each
-/// gets the same text as an I/O error (the answer is a 503 either way).
-fn clone_error(e: &sqlx::Error) -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::other(e.to_string()))
 }
