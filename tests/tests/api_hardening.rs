@@ -849,3 +849,82 @@ async fn commands_right_after_the_connections_were_killed_succeed() {
     assert_eq!(after.0, before.0 + 8, "each deposit once");
     fresh.close().await;
 }
+
+/// A command running alone cannot outlive its request inside PostgreSQL: behind a lock
+/// held past its limit (here the outflow lock of `platform:fees`, which an adjustment out
+/// of it takes in its transaction, and which only such adjustments ever wait for), it is
+/// answered 503 `unavailable` well within the request's 30 s, writes nothing, and the same
+/// request is accepted once the lock is gone.
+#[tokio::test]
+async fn a_command_alone_behind_a_held_lock_answers_503_within_its_limit_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let admin = server.tokens.admin.clone();
+    let payment = new_payment(&server, &coord, "10.00").await;
+    accepted(
+        &server,
+        &format!("/v1/payments/{payment}/deposits"),
+        &coord,
+        &json!({"amount": "10.00", "reference": "ch_lock"}),
+    )
+    .await;
+    accepted(
+        &server,
+        &format!("/v1/payments/{payment}/releases"),
+        &coord,
+        &json!({"fees": [{"kind": "fee", "amount": "1.00"}]}),
+    )
+    .await;
+
+    let mut holder = db.admin.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind("escrow-ledger outflows platform:fees USD")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let before = store_counts(&db.admin).await;
+    let give_back = json!({"from": "platform:fees", "to": "platform:adjustments",
+                           "amount": "0.40", "asset": "USD", "reason": "fee given back"});
+    let idem = key();
+    let started = std::time::Instant::now();
+    let (status, body) = server
+        .post("/v1/adjustments", &admin, &give_back, Some(&idem))
+        .await;
+    let waited = started.elapsed();
+    assert_problem(
+        "an adjustment behind a held lock",
+        status.as_u16(),
+        &body,
+        503,
+        "unavailable",
+    );
+    assert!(
+        waited >= std::time::Duration::from_secs(7) && waited < std::time::Duration::from_secs(20),
+        "answered after {waited:?}: not at the 8 s lock limit"
+    );
+    assert_eq!(
+        store_counts(&db.admin).await,
+        before,
+        "a timed-out command wrote"
+    );
+    holder.rollback().await.unwrap();
+
+    let (status, body) = server
+        .post("/v1/adjustments", &admin, &give_back, Some(&idem))
+        .await;
+    assert_eq!(
+        status.as_u16(),
+        201,
+        "the retry once the lock is gone: {body}"
+    );
+    let fees: rust_decimal::Decimal = sqlx::query_scalar(
+        "SELECT sum(amount) FROM postings WHERE account = 'platform:fees' AND asset = 'USD'",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!(fees, rust_decimal::Decimal::new(60, 2));
+    drop(server);
+    db.drop_db().await;
+}

@@ -37,6 +37,15 @@ const MAX_ATTEMPTS: u32 = 25;
 /// as a lost race.
 const MAX_WAITS: u32 = 25;
 
+/// How a command appending alone opens its transaction: each statement, and each wait
+/// for a lock, is limited to 8 s, so the three statements of its transaction end within
+/// the request's 30 s limit and the claim on its streams (released when the request ends)
+/// never outlives a write still running in PostgreSQL. A limit hit rolls back: 503, and
+/// nothing written. (A keyless command alone is one statement, its own transaction, and
+/// waits only for a writer of its own streams.)
+const ALONE_BEGIN: &str =
+    "BEGIN; SET LOCAL statement_timeout = '8s'; SET LOCAL lock_timeout = '8s'";
+
 /// A command, parsed and typed, ready to decide.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -305,7 +314,7 @@ async fn attempt_once(
     let (appended, tx) = if alone {
         (store::append(&mut conn, &decision.appends).await, None)
     } else {
-        let mut tx = sqlx::Connection::begin(&mut *conn)
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, ALONE_BEGIN)
             .await
             .map_err(ApiError::from)?;
         if let Some(o) = &outflow {

@@ -148,10 +148,22 @@ impl From<sqlx::Error> for ApiError {
         if ledger::store::is_unavailable(&err) {
             tracing::error!(error = %err, "database unavailable");
             ApiError::Unavailable("the database is unavailable".into())
+        } else if timed_out(&err) {
+            tracing::warn!(error = %err, "a statement ran past its limit");
+            ApiError::Unavailable(
+                "the database did not answer in time; nothing was written, retry".into(),
+            )
         } else {
             ApiError::Internal(err.into())
         }
     }
+}
+
+/// Whether PostgreSQL cancelled the statement at a limit the server set (a statement or a
+/// lock wait ran too long, SQLSTATE 57014 or 55P03): its transaction is rolled back.
+fn timed_out(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("57014" | "55P03")))
 }
 
 impl From<ledger::store::StoreError> for ApiError {
