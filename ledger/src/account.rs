@@ -45,18 +45,45 @@ enum ReferenceFields {
     },
 }
 
-/// An external reference with empty text.
+/// The longest text, in bytes, of an external reference, a provider name or a provider's
+/// deposit or payout reference. Such texts name accounts and index keys (`seller:ext:<text>`,
+/// `external:<provider>`, the once-only deposit references), and PostgreSQL refuses an
+/// index entry over about 2.7 kB: a longer one would be accepted by one command and break
+/// the next (a release whose posting cannot be indexed) or a projector. An identifier
+/// has no business being longer than this.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// Whether `text` may name something stored under a key: not empty, at most
+/// [`MAX_KEY_LEN`] bytes.
+pub fn is_valid_key_text(text: &str) -> bool {
+    !text.is_empty() && text.len() <= MAX_KEY_LEN
+}
+
+/// An external reference with empty text, or longer than [`MAX_KEY_LEN`] bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("an external reference's \"ref\" must not be empty")]
-pub struct EmptyReference;
+pub enum InvalidReference {
+    /// Empty text.
+    #[error("an external reference's \"ref\" must not be empty")]
+    Empty,
+    /// Too long.
+    #[error(
+        "an external reference's \"ref\" is {0} bytes long; at most {MAX_KEY_LEN} are allowed"
+    )]
+    TooLong(usize),
+}
 
 impl TryFrom<ReferenceFields> for Reference {
-    type Error = EmptyReference;
+    type Error = InvalidReference;
 
     fn try_from(fields: ReferenceFields) -> Result<Self, Self::Error> {
         match fields {
             ReferenceFields::Entity { id } => Ok(Reference::Entity { id }),
-            ReferenceFields::External { reference } if reference.is_empty() => Err(EmptyReference),
+            ReferenceFields::External { reference } if reference.is_empty() => {
+                Err(InvalidReference::Empty)
+            }
+            ReferenceFields::External { reference } if reference.len() > MAX_KEY_LEN => {
+                Err(InvalidReference::TooLong(reference.len()))
+            }
             ReferenceFields::External { reference } => Ok(Reference::External { reference }),
         }
     }
@@ -85,7 +112,7 @@ impl Reference {
 
     fn from_account_key(key: &str) -> Option<Self> {
         if let Some(text) = key.strip_prefix("ext:") {
-            return (!text.is_empty()).then(|| Reference::external(text));
+            return is_valid_key_text(text).then(|| Reference::external(text));
         }
         Uuid::parse_str(key).ok().map(Reference::entity)
     }
@@ -117,9 +144,9 @@ pub enum Account {
 #[error("{0:?} is not an account name (external:<provider>, escrow:<uuid>, seller:<ref>, buyer:<ref>, platform:fees|aml_fees|adjustments|suspense)")]
 pub struct InvalidAccount(pub String);
 
-/// Checks a provider name: free text of `[a-z0-9_]+`.
+/// Checks a provider name: `[a-z0-9_]+`, at most [`MAX_KEY_LEN`] bytes.
 pub fn is_valid_provider(provider: &str) -> bool {
-    !provider.is_empty()
+    is_valid_key_text(provider)
         && provider
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -245,5 +272,22 @@ mod tests {
         let r: Reference = serde_json::from_str(r#"{"kind":"external","ref":" "}"#).unwrap();
         let account = Account::Seller(r);
         assert_eq!(account.to_string().parse::<Account>().unwrap(), account);
+    }
+
+    #[test]
+    fn texts_that_name_keys_are_refused_beyond_max_key_len() {
+        let json = |n: usize| format!(r#"{{"kind":"external","ref":"{}"}}"#, "r".repeat(n));
+        let at: Reference = serde_json::from_str(&json(MAX_KEY_LEN)).unwrap();
+        let err = serde_json::from_str::<Reference>(&json(MAX_KEY_LEN + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 256"), "{err}");
+        // Account names obey the same bound as the references they are made of.
+        let name = Account::Buyer(at).to_string();
+        assert!(name.parse::<Account>().is_ok());
+        let over = format!("buyer:ext:{}", "r".repeat(MAX_KEY_LEN + 1));
+        assert!(over.parse::<Account>().is_err());
+        assert!(is_valid_provider(&"p".repeat(MAX_KEY_LEN)));
+        assert!(!is_valid_provider(&"p".repeat(MAX_KEY_LEN + 1)));
     }
 }

@@ -500,10 +500,19 @@ async fn the_openapi_document_declares_queries_ids_errors_and_health_routes() {
                 }
                 if method == "post" {
                     assert!(responses.contains_key("412"), "{method} {path}: no 412");
+                } else {
+                    // A query is never refused the way a command is.
+                    for code in ["409", "412", "413", "422"] {
+                        assert!(!responses.contains_key(code), "{method} {path}: {code}");
+                    }
                 }
             }
         }
     }
+    assert!(
+        doc["paths"]["/readyz"]["get"]["responses"]["503"].is_object(),
+        "/readyz does not declare its 503"
+    );
     for path in ["/healthz", "/readyz", "/metrics"] {
         let op = &doc["paths"][path]["get"];
         assert_eq!(op["security"], serde_json::json!([{}]), "{path}: {op}");
@@ -925,6 +934,116 @@ async fn a_command_alone_behind_a_held_lock_answers_503_within_its_limit_and_wri
     .await
     .unwrap();
     assert_eq!(fees, rust_decimal::Decimal::new(60, 2));
+    drop(server);
+    db.drop_db().await;
+}
+
+/// Texts that become index keys (an external party's `ref`, which names its account; the
+/// provider; a deposit's or payout's reference) are refused beyond 256 bytes with 400
+/// `validation_failed` and nothing written: a 6,000-character seller was accepted at
+/// creation and then made every release a 500 (its posting could not be indexed), and a
+/// long deposit reference was answered `duplicate_reference`. At 256 bytes the whole
+/// story goes through.
+#[tokio::test]
+async fn texts_that_name_keys_are_bounded_and_the_bound_itself_goes_through() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let coord = server.tokens.coordinator.clone();
+    let admin = server.tokens.admin.clone();
+    let long = "x".repeat(257);
+    let at_bound = "y".repeat(256);
+    let funded = new_payment(&server, &coord, "10.00").await;
+    let before = store_counts(&db.admin).await;
+
+    let mut long_seller = payment_body(None, "10.00");
+    long_seller["seller"] = json!({"kind": "external", "ref": long});
+    let mut list_metadata = payment_body(None, "10.00");
+    list_metadata["metadata"] = json!([1]);
+    let mut long_provider = payment_body(None, "10.00");
+    long_provider["provider"] = json!("p".repeat(257));
+    let cases = [
+        (
+            "a long seller ref",
+            "/v1/payments".to_owned(),
+            &coord,
+            long_seller,
+        ),
+        (
+            "a long provider",
+            "/v1/payments".to_owned(),
+            &coord,
+            long_provider,
+        ),
+        (
+            "a long deposit reference",
+            format!("/v1/payments/{funded}/deposits"),
+            &coord,
+            json!({"amount": "1.00", "reference": long}),
+        ),
+        (
+            "an adjustment naming a long account",
+            "/v1/adjustments".to_owned(),
+            &admin,
+            json!({"from": "platform:adjustments", "to": format!("seller:ext:{long}"),
+                   "amount": "1.00", "asset": "USD", "reason": "r", "payment_id": funded}),
+        ),
+    ];
+    for (what, path, token, body) in cases {
+        let (status, answer) = server.post(&path, token, &body, Some(&key())).await;
+        assert_problem(what, status.as_u16(), &answer, 400, "validation_failed");
+    }
+    assert_eq!(store_counts(&db.admin).await, before, "a refusal wrote");
+
+    let mut body = payment_body(None, "10.00");
+    body["seller"] = json!({"kind": "external", "ref": at_bound});
+    let payment = accepted(&server, "/v1/payments", &coord, &body).await;
+    accepted(
+        &server,
+        &format!("/v1/payments/{payment}/deposits"),
+        &coord,
+        &json!({"amount": "10.00", "reference": at_bound}),
+    )
+    .await;
+    accepted(
+        &server,
+        &format!("/v1/payments/{payment}/releases"),
+        &coord,
+        &json!({}),
+    )
+    .await;
+    let (status, answer) = server
+        .post(
+            &format!("/v1/payments/{payment}/payouts"),
+            &coord,
+            &json!({"party": "seller", "amount": "10.00", "reference": long}),
+            Some(&key()),
+        )
+        .await;
+    assert_problem(
+        "a long payout reference",
+        status.as_u16(),
+        &answer,
+        400,
+        "validation_failed",
+    );
+    accepted(
+        &server,
+        &format!("/v1/payments/{payment}/payouts"),
+        &coord,
+        &json!({"party": "seller", "amount": "10.00", "reference": at_bound}),
+    )
+    .await;
+    let seller: rust_decimal::Decimal =
+        sqlx::query_scalar("SELECT sum(amount) FROM postings WHERE account = 'seller:ext:' || $1")
+            .bind(&at_bound)
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!(
+        seller,
+        rust_decimal::Decimal::ZERO,
+        "released, then paid out"
+    );
     drop(server);
     db.drop_db().await;
 }

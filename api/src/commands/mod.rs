@@ -469,8 +469,11 @@ async fn record(
         {
             Err(Attempt::Lost)
         }
+        // Only a unique violation (23505) means the key or reference is taken: another
+        // error naming the same index (an entry it cannot hold) is a fault, not a refusal.
         Err(e) => match e
             .as_database_error()
+            .filter(|db| db.code().as_deref() == Some("23505"))
             .and_then(sqlx::error::DatabaseError::constraint)
         {
             Some("idempotency_keys_pkey") => Err(Attempt::KeyTaken),

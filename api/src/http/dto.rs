@@ -117,8 +117,8 @@ pub struct CreatePaymentBody {
     /// Asset code.
     #[schema(value_type = super::schema::AssetCode, example = "USD")]
     pub asset: String,
-    /// Payment provider, `[a-z0-9_]+`.
-    #[schema(example = "stripe", pattern = r"^[a-z0-9_]+$")]
+    /// Payment provider, `[a-z0-9_]+`, at most 256 bytes.
+    #[schema(example = "stripe", pattern = r"^[a-z0-9_]+$", max_length = 256)]
     pub provider: String,
     /// Free-form data carried along.
     #[schema(value_type = Option<Object>)]
@@ -132,7 +132,8 @@ pub struct DepositBody {
     /// How much came in.
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
-    /// The provider's reference (deposited once per provider).
+    /// The provider's reference (deposited once per provider), 1 to 256 bytes.
+    #[schema(min_length = 1, max_length = 256)]
     pub reference: String,
     /// When it came in: not in the future, at most 72 h ago; default now.
     pub occurred_at: Option<DateTime<Utc>>,
@@ -163,7 +164,8 @@ pub struct PayoutBody {
     /// How much.
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
-    /// The provider's payout reference.
+    /// The provider's payout reference, 1 to 256 bytes.
+    #[schema(min_length = 1, max_length = 256)]
     pub reference: String,
 }
 

@@ -101,13 +101,11 @@ impl Modify for Contract {
                 params.push(header("X-Correlation-Id", false, CORRELATION_ID));
                 params.push(header("X-Request-Id", false, REQUEST_ID));
             }
-            let post = item.post.is_some();
-            for op in [item.get.as_mut(), item.post.as_mut()]
-                .into_iter()
-                .flatten()
-            {
-                common_responses(op, post);
-                problem_bodies(op);
+            for (op, command) in [(item.get.as_mut(), false), (item.post.as_mut(), true)] {
+                if let Some(op) = op {
+                    common_responses(op, command);
+                    problem_bodies(op);
+                }
             }
         }
         for (path, what) in [
@@ -118,13 +116,21 @@ impl Modify for Contract {
             ),
             ("/metrics", "Prometheus text (no token)."),
         ] {
-            let op = OperationBuilder::new()
+            let mut op = OperationBuilder::new()
                 .operation_id(Some(path.trim_start_matches('/')))
                 .tag("health")
                 .description(Some(what))
                 .security(SecurityRequirement::default())
-                .response("200", ResponseBuilder::new().description("ok").build())
-                .build();
+                .response("200", ResponseBuilder::new().description("ok").build());
+            if path == "/readyz" {
+                op = op.response(
+                    "503",
+                    ResponseBuilder::new()
+                        .description("not ready: the database does not answer or a migration is missing")
+                        .build(),
+                );
+            }
+            let op = op.build();
             openapi
                 .paths
                 .paths

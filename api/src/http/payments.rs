@@ -31,7 +31,14 @@ pub async fn create(
     let b: CreatePaymentBody = body.json()?;
     let asset = dto::asset(&b.asset)?;
     if !is_valid_provider(&b.provider) {
-        return Err(ApiError::validation("provider must match [a-z0-9_]+"));
+        return Err(ApiError::validation(
+            "provider must match [a-z0-9_]+ and be at most 256 bytes",
+        ));
+    }
+    if b.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::validation(
+            "metadata must be a JSON object (or null)",
+        ));
     }
     let cmd = CreatePayment {
         payment_id: b.payment_id.unwrap_or_else(Uuid::new_v4),

@@ -28,9 +28,9 @@ pub enum AssetCode {
 }
 
 /// A party or a legacy object: one of ours by UUID, or an outside text
-/// (`ledger::account::Reference`; the text is never empty).
+/// (`ledger::account::Reference`; the text is 1 to 256 bytes: it names an account).
 #[derive(Serialize, ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PartyReference {
     /// One of ours.
     Entity {
@@ -39,9 +39,9 @@ pub enum PartyReference {
     },
     /// An outside reference, kept verbatim.
     External {
-        /// The text (at least one character).
+        /// The text (1 to 256 bytes).
         #[serde(rename = "ref")]
-        #[schema(min_length = 1)]
+        #[schema(min_length = 1, max_length = 256)]
         reference: String,
     },
 }

@@ -6,7 +6,7 @@ use bson::raw::ErrorKind;
 use bson::spec::ElementType;
 use bson::{RawBsonRef, RawDocument};
 use chrono::{DateTime, Datelike, Utc};
-use ledger::account::Reference;
+use ledger::account::{Reference, MAX_KEY_LEN};
 use serde_json::Value;
 
 use super::money::{amount, Amount};
@@ -268,6 +268,27 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// An optional string field that names something stored under a key (a provider's
+    /// reference): at most [`MAX_KEY_LEN`] bytes, as the ledger takes them.
+    ///
+    /// # Errors
+    /// `WrongType`, `InvalidValue` (too long).
+    pub fn key_text(&self, key: &str, notes: &mut Notes) -> Result<Option<String>, Reject> {
+        let text = self.text(key, notes)?;
+        match text {
+            Some(t) if t.len() > MAX_KEY_LEN => Err(self.too_long(key, t.len())),
+            other => Ok(other),
+        }
+    }
+
+    fn too_long(&self, key: &str, len: usize) -> Reject {
+        Reject::at(
+            RejectCode::InvalidValue,
+            &self.path(key),
+            format!("{len} bytes long: the ledger keys at most {MAX_KEY_LEN}"),
+        )
+    }
+
     /// A required string field.
     ///
     /// # Errors
@@ -324,10 +345,11 @@ impl<'a> Doc<'a> {
 
     /// A "Mixed" reference: an ObjectId → entity of `collection`; a string of 24 hex
     /// digits → the same entity (noted as ambiguous); another non-empty string → external,
-    /// verbatim; absent or null → `None`.
+    /// verbatim, unless longer than the ledger keys ([`MAX_KEY_LEN`] bytes); absent or
+    /// null → `None`.
     ///
     /// # Errors
-    /// `EmptyReference`, `WrongType`.
+    /// `EmptyReference`, `WrongType`, `InvalidValue` (too long).
     pub fn mixed(
         &self,
         key: &str,
@@ -351,7 +373,13 @@ impl<'a> Doc<'a> {
                 &self.path(key),
                 "empty string",
             )),
-            Some(RawBsonRef::String(s)) => Ok(Some(Reference::external(self.clean(key, s, notes)))),
+            Some(RawBsonRef::String(s)) => {
+                let text = self.clean(key, s, notes);
+                if text.len() > MAX_KEY_LEN {
+                    return Err(self.too_long(key, text.len()));
+                }
+                Ok(Some(Reference::external(text)))
+            }
             Some(other) => Err(self.wrong(key, "ObjectId or string", other)),
         }
     }
@@ -588,6 +616,18 @@ mod tests {
         assert_eq!(
             d.mixed("i", c, &mut notes).unwrap_err().code,
             RejectCode::WrongType
+        );
+        let long = rawdoc! { "at": "x".repeat(MAX_KEY_LEN), "over": "x".repeat(MAX_KEY_LEN + 1) };
+        let l = Doc::read(&long, "").unwrap();
+        assert!(l.mixed("at", c, &mut notes).unwrap().is_some());
+        assert_eq!(
+            l.mixed("over", c, &mut notes).unwrap_err().code,
+            RejectCode::InvalidValue
+        );
+        assert!(l.key_text("at", &mut notes).unwrap().is_some());
+        assert_eq!(
+            l.key_text("over", &mut notes).unwrap_err().code,
+            RejectCode::InvalidValue
         );
         assert_eq!(
             d.our_id("t", &mut notes).unwrap_err().code,

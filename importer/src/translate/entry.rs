@@ -209,7 +209,7 @@ pub fn parse_entry(raw: &RawDocument) -> Result<ParsedEntry, Reject> {
     });
 
     let (created, _) = created_at(&doc, &mut notes)?;
-    let reference = doc.text("reference", &mut notes)?;
+    let reference = doc.key_text("reference", &mut notes)?;
     let note = doc.text("note", &mut notes)?;
     let created_by = doc.mixed("createdBy", Collection::Users, &mut notes)?;
     let purchase_request = doc.mixed(

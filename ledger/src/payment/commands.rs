@@ -11,7 +11,7 @@ use super::{
     add, sub, total_fees, Fee, FundsDeposited, FundsRefunded, FundsReleased, Party, Payment,
     PaymentCancelled, PaymentCreated, PaymentError, PaymentEvent, PayoutMade,
 };
-use crate::account::{is_valid_provider, Reference};
+use crate::account::{is_valid_key_text, is_valid_provider, Reference};
 use crate::money::{check_scale, Asset};
 
 /// How far back a deposit's `occurred_at` may lie.
@@ -163,13 +163,13 @@ impl Payment {
     /// unrecorded.
     ///
     /// # Errors
-    /// `NotCreated`, `Cancelled`, `InvalidAmount`, `EmptyReference`, `DepositInFuture`,
+    /// `NotCreated`, `Cancelled`, `InvalidAmount`, `InvalidReference`, `DepositInFuture`,
     /// `DepositTooOld`, `DepositExceedsAmount`, `AmountOutOfRange`.
     pub fn deposit(&self, cmd: &Deposit, now: DateTime<Utc>) -> Decided {
         let terms = self.existing()?;
         check_positive(terms.asset, cmd.amount)?;
-        if cmd.reference.is_empty() {
-            return Err(PaymentError::EmptyReference);
+        if !is_valid_key_text(&cmd.reference) {
+            return Err(PaymentError::InvalidReference);
         }
         if cmd.occurred_at > now {
             return Err(PaymentError::DepositInFuture {
@@ -259,12 +259,12 @@ impl Payment {
     /// escrow already. Allowed on a cancelled payment too (a refunded buyer must be paid).
     ///
     /// # Errors
-    /// `NotCreated`, `InvalidAmount`, `EmptyReference`, `InsufficientFunds`.
+    /// `NotCreated`, `InvalidAmount`, `InvalidReference`, `InsufficientFunds`.
     pub fn payout(&self, cmd: &Payout) -> Decided {
         let terms = self.existing()?;
         check_positive(terms.asset, cmd.amount)?;
-        if cmd.reference.is_empty() {
-            return Err(PaymentError::EmptyReference);
+        if !is_valid_key_text(&cmd.reference) {
+            return Err(PaymentError::InvalidReference);
         }
         let share = match cmd.party {
             Party::Seller => self.seller_share,

@@ -148,9 +148,13 @@ pub enum PaymentError {
         /// The name given.
         provider: String,
     },
-    /// An empty deposit or payout reference.
-    #[error("the reference is empty")]
-    EmptyReference,
+    /// An empty deposit or payout reference, or one longer than
+    /// [`crate::account::MAX_KEY_LEN`] bytes.
+    #[error(
+        "the reference must be 1 to {} bytes long",
+        crate::account::MAX_KEY_LEN
+    )]
+    InvalidReference,
     /// The command would take one of the payment's sums (deposited, held, released, fees,
     /// a share...) or its own total of fees beyond what the ledger's decimal type holds
     /// exactly (28 significant digits): refused rather than rounded or wrapped. Not
@@ -190,7 +194,7 @@ impl PaymentError {
             | PaymentError::WrongAsset { .. }
             | PaymentError::InvalidAmount { .. }
             | PaymentError::InvalidProvider { .. }
-            | PaymentError::EmptyReference
+            | PaymentError::InvalidReference
             | PaymentError::AmountOutOfRange => RefusalKind::Validation,
         }
     }

@@ -128,7 +128,12 @@ fn a_deposit_needs_a_reference_and_a_live_payment() {
     let p = given(&[created()]);
     let mut cmd = deposit("10", false);
     cmd.reference = String::new();
-    assert_eq!(p.deposit(&cmd, now()), Err(PaymentError::EmptyReference));
+    assert_eq!(p.deposit(&cmd, now()), Err(PaymentError::InvalidReference));
+    // The reference is a key of the once-only deposit references: bounded like one.
+    cmd.reference = "r".repeat(crate::account::MAX_KEY_LEN + 1);
+    assert_eq!(p.deposit(&cmd, now()), Err(PaymentError::InvalidReference));
+    cmd.reference = "r".repeat(crate::account::MAX_KEY_LEN);
+    assert!(p.deposit(&cmd, now()).is_ok());
     let cancelled = then(&p, &p.cancel(&Cancel { reason: "x".into() }).unwrap());
     assert_eq!(
         cancelled.deposit(&deposit("10", false), now()),
