@@ -392,6 +392,41 @@ async fn if_match_admits_its_version_and_one_of_two_racers() {
     assert_eq!(answer["stream_version"], 2);
     let (status, answer) = deposit_if_match(&server, payment, "\"1\"", "m-2").await;
     assert_problem("a stale If-Match", status, &answer, 412, "version_conflict");
+    // Stale, on a command the newer state would refuse anyway: the stale version is the
+    // answer, not the refusal (the client decided on a state that is gone).
+    let (status, _, answer) = server
+        .send(
+            "POST",
+            &format!("/v1/payments/{payment}/releases"),
+            Some(&coord),
+            Some(r#"{"amount": "1000.00"}"#),
+            &[("idempotency-key", "m-3"), ("if-match", "\"1\"")],
+        )
+        .await;
+    assert_problem(
+        "a stale If-Match on a refused release",
+        status.as_u16(),
+        &answer,
+        412,
+        "version_conflict",
+    );
+    // At the current version, the refusal itself.
+    let (status, _, answer) = server
+        .send(
+            "POST",
+            &format!("/v1/payments/{payment}/releases"),
+            Some(&coord),
+            Some(r#"{"amount": "1000.00"}"#),
+            &[("idempotency-key", "m-4"), ("if-match", "\"2\"")],
+        )
+        .await;
+    assert_problem(
+        "a release beyond what is held",
+        status.as_u16(),
+        &answer,
+        422,
+        "insufficient_funds",
+    );
 
     for round in 0..10 {
         let version = format!("\"{}\"", 2 + round);

@@ -120,6 +120,7 @@ pub(super) async fn decide(
         if !payment.exists() {
             return Err(ApiError::NotFound(format!("no payment {payment_id}")));
         }
+        ctx.check_if_match(payment.version)?;
         let events = payment.adjust(a).map_err(|e| payment_refusal(&e))?;
         return Ok(Decision {
             id: a.adjustment_id,
@@ -129,6 +130,8 @@ pub(super) async fn decide(
             deposit_reference: None,
         });
     }
+    // Its own stream, new: version 0.
+    ctx.check_if_match(0)?;
     ledger::money::check_scale(a.asset, a.amount)
         .map_err(|e| ApiError::validation(e.to_string()))?;
     let posted = AdjustmentPosted {

@@ -107,6 +107,26 @@ pub struct Ctx {
     pub now: DateTime<Utc>,
     /// The metadata every event of this command carries.
     pub metadata: Metadata,
+    /// The main stream's version the request names in `If-Match`, if any.
+    pub if_match: Option<i64>,
+}
+
+impl Ctx {
+    /// Refuses with 412 `version_conflict` when `If-Match` names another version than
+    /// `version`, the main stream's as loaded. Checked as soon as the stream is loaded,
+    /// before anything is decided: a stale version is answered as such, not with the
+    /// refusal that the newer state happens to call for.
+    ///
+    /// # Errors
+    /// [`ApiError::PreconditionFailed`].
+    pub fn check_if_match(&self, version: i64) -> Result<(), ApiError> {
+        match self.if_match {
+            Some(wanted) if wanted != version => Err(ApiError::PreconditionFailed(format!(
+                "If-Match names version {wanted}, but the stream is at {version}"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A successful command's answer: `{ id, stream_version, position }`.
@@ -254,6 +274,7 @@ async fn attempt_once(
             source: "api".into(),
             legacy: None,
         },
+        if_match: request.if_match,
     };
     // Alone, the command reads on the connection it will append on; grouped, its reads
     // are gathered with other commands' and it holds no connection of its own.
@@ -273,7 +294,6 @@ async fn attempt_once(
             Command::Adjust(c) => adjustment::decide(&mut reads, c, &ctx).await?,
         }
     };
-    check_if_match(request, &decision)?;
     let status = if decision.created {
         StatusCode::CREATED
     } else {
@@ -487,28 +507,6 @@ async fn record(
             _ => Err(Attempt::Refused(e.into())),
         },
     }
-}
-
-fn check_if_match(request: &Request, decision: &Decision) -> Result<(), Attempt> {
-    let Some(wanted) = request.if_match else {
-        return Ok(());
-    };
-    let expected = decision
-        .appends
-        .iter()
-        .find(|a| a.stream_id == decision.main_stream)
-        .map(|a| a.expected);
-    let actual = match expected {
-        Some(ExpectedVersion::Exact(v)) => v,
-        Some(ExpectedVersion::NoStream) => 0,
-        _ => return Ok(()),
-    };
-    if actual == wanted {
-        return Ok(());
-    }
-    Err(Attempt::Refused(ApiError::PreconditionFailed(format!(
-        "If-Match names version {wanted}, but the stream is at {actual}"
-    ))))
 }
 
 /// Maps a domain refusal to the contract's problem.

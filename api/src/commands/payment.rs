@@ -63,6 +63,7 @@ pub(super) async fn decide(
     };
     let creating = matches!(command, PaymentCommand::Create(_));
     let payment = load_payment(reads, id, creating).await?;
+    ctx.check_if_match(payment.version)?;
     let mut occurred_at = ctx.now;
     let mut deposit_reference = None;
     let decided = match command {
