@@ -1404,3 +1404,63 @@ async fn a_retry_that_puts_a_history_right_clears_its_status_disagreement() {
     mongo.drop().await.expect("drop");
     db.drop_db().await;
 }
+
+/// An entry fixed and retried after the disputes were imported, on a payment an open
+/// imported dispute froze, stays rejected (`payment_moved_on`): appended after the freeze,
+/// its fee would take money out of a frozen escrow. The payment's stream is unchanged.
+#[tokio::test]
+async fn a_retried_entry_of_a_payment_frozen_since_stays_rejected() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("frozen").await;
+    load_funded_payment(&mongo, vec![entry_doc(2, Some(oid(1)), "fee", "0.001", 5)]).await;
+    insert(
+        &mongo,
+        "disputes",
+        vec![rawdoc! {
+            "_id": oid(70_001), "paymentId": oid(1), "purchaseRequestId": oid(1001),
+            "openedBy": oid(9002), "openedByRole": "buyer", "reason": "other",
+            "description": "never arrived", "status": "open",
+            "timeline": [ { "status": "open", "at": at(21, 0), "by": "system" } ],
+            "createdAt": at(21, 0), "updatedAt": at(21, 5),
+        }],
+    )
+    .await;
+    ok(&import(&db, &name, &["payments"]));
+    ok(&import(&db, &name, &["disputes"]));
+    let stream = payment_uuid(oid(1));
+    let history = || {
+        let pool = db.admin.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT event_type FROM events WHERE stream_id = $1 ORDER BY version",
+            )
+            .bind(stream)
+            .fetch_all(&pool)
+            .await
+            .expect("history")
+        }
+    };
+    let before = history().await;
+    assert_eq!(before.last().map(String::as_str), Some("EscrowFrozen"), "{before:?}");
+
+    mongo
+        .collection::<RawDocumentBuf>("fundsledgerentries")
+        .update_one(
+            doc! { "_id": oid(50_002) },
+            doc! { "$set": { "amount": "1.00" } },
+        )
+        .await
+        .expect("fix");
+    ok(&import(&db, &name, &["payments", "--retry-rejects"]));
+    assert_eq!(history().await, before, "a legacy fee landed after the freeze");
+    let code: String = sqlx::query_scalar(
+        "SELECT code FROM legacy_import.rejects WHERE object_id = $1 AND resolved_at IS NULL",
+    )
+    .bind(oid(50_002).to_hex())
+    .fetch_one(&db.admin)
+    .await
+    .expect("still rejected");
+    assert_eq!(code, "payment_moved_on");
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}

@@ -62,6 +62,10 @@ pub enum RejectCode {
     /// A retried payment whose ledger entries were imported into suspense while it was
     /// rejected: importing it now would split its money between two histories.
     EntriesInSuspense,
+    /// A retried ledger entry whose payment has had events of its own since the import (a
+    /// dispute's freeze, live commands): appended now, legacy money would land after what
+    /// was decided on the payment since, past a frozen escrow or a paid-out share.
+    PaymentMovedOn,
 }
 
 impl RejectCode {
@@ -95,6 +99,7 @@ impl RejectCode {
             RejectCode::AmbiguousPayment => "ambiguous_payment",
             RejectCode::PaymentNotImported => "payment_not_imported",
             RejectCode::EntriesInSuspense => "entries_in_suspense",
+            RejectCode::PaymentMovedOn => "payment_moved_on",
         }
     }
 }

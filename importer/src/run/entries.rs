@@ -13,7 +13,7 @@ use ledger::ExpectedVersion;
 use uuid::Uuid;
 
 use crate::ids::{event_id, Collection};
-use crate::legacy::{AnomalyKind, Reject};
+use crate::legacy::{AnomalyKind, Reject, RejectCode};
 use crate::store::{self, BatchWrite, DepositRef, IdMapRow};
 use crate::translate::{
     duplicates_of, parse_entry, payment, payment_asset, place_entry, ParsedEntry, PaymentContext,
@@ -44,6 +44,17 @@ impl Run<'_> {
         let terms = {
             let mut c = self.db.conn().await?;
             store::payment_terms(&mut c, &uuids).await?
+        };
+        // A retry comes after the import: a payment may have moved on since (see
+        // `RejectCode::PaymentMovedOn`), and its entries then stay rejected.
+        let moved_on: std::collections::HashSet<Uuid> = if self.opts.retry_rejects {
+            let mut c = self.db.conn().await?;
+            store::payments_moved_on(&mut c, &uuids)
+                .await?
+                .into_iter()
+                .collect()
+        } else {
+            std::collections::HashSet::new()
         };
         let mut contexts: HashMap<String, PaymentContext> = HashMap::new();
         let mut unknown = Vec::new();
@@ -110,7 +121,20 @@ impl Run<'_> {
                 .payment_hex
                 .as_ref()
                 .map(|h| contexts.get(h).cloned().unwrap_or(PaymentContext::Missing));
-            let placed = place_entry(&p, context.as_ref());
+            let payment_moved_on = p
+                .payment_hex
+                .as_ref()
+                .is_some_and(|h| moved_on.contains(&Collection::Payments.uuid_of(h)));
+            let placed = if payment_moved_on {
+                Err(Reject::whole(
+                    RejectCode::PaymentMovedOn,
+                    "its payment has had events since the import (a dispute's freeze or a \
+                     live command): legacy money appended now would land after them; move it \
+                     with an adjustment",
+                ))
+            } else {
+                place_entry(&p, context.as_ref())
+            };
             if let Some(reference) = &p.reference {
                 write.references.push(store::EntryReference {
                     object_id: p.source.object_id.clone(),

@@ -161,3 +161,25 @@ pub async fn entries_in_suspense(
     .fetch_all(conn)
     .await
 }
+
+/// The payments among `payments` whose streams hold an event that is not an import event
+/// (a dispute's freeze, a live command): their imported history is closed.
+///
+/// # Errors
+/// A database error.
+pub async fn payments_moved_on(
+    conn: &mut PgConnection,
+    payments: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if payments.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "SELECT wanted.s FROM (SELECT DISTINCT s FROM UNNEST($1::uuid[]) AS s) AS wanted \
+         WHERE EXISTS (SELECT 1 FROM events x WHERE x.stream_id = wanted.s \
+                       AND x.event_type NOT IN ('PaymentImported', 'LedgerEntryImported'))",
+    )
+    .bind(payments)
+    .fetch_all(conn)
+    .await
+}
