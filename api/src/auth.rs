@@ -134,6 +134,19 @@ impl Tokens {
                     "this hash is already on line {first}: one token has one role and name"
                 )));
             }
+            // Idempotency keys are kept per name: two tokens of one name (a rotation)
+            // share them, so one name has one role, or a key used by one role could be
+            // replayed to the other.
+            if let Some(e) = entries
+                .iter()
+                .find(|e: &&Entry| e.principal.name == *name && e.principal.role != role)
+            {
+                return Err(malformed(&format!(
+                    "the name {name} already has the role {}: one name, one role (idempotency \
+                     keys are kept per name)",
+                    e.principal.role.as_str()
+                )));
+            }
             lines.push((i + 1, hash));
             entries.push(Entry {
                 hash,
@@ -210,6 +223,20 @@ pub fn print_new_token(role: &str, name: &str) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_name_has_one_role_and_may_have_two_tokens() {
+        let h = |t: &str| hex::encode(hash_token(t));
+        let rotation = format!("coordinator shop {}\ncoordinator shop {}\n", h("a"), h("b"));
+        let tokens = Tokens::parse(&rotation).unwrap();
+        assert_eq!(
+            tokens.authenticate("b").map(|p| p.name),
+            Some("shop".into())
+        );
+        let two_roles = format!("coordinator shop {}\nadmin shop {}\n", h("a"), h("b"));
+        let err = Tokens::parse(&two_roles).unwrap_err().to_string();
+        assert!(err.contains("one name, one role"), "{err}");
+    }
 
     #[test]
     fn a_token_authenticates_by_its_hash_only() {

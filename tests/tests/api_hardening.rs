@@ -1082,3 +1082,21 @@ async fn texts_that_name_keys_are_bounded_and_the_bound_itself_goes_through() {
     drop(server);
     db.drop_db().await;
 }
+
+/// A 401 names the scheme to use (RFC 6750), for a missing and for an unknown token.
+#[tokio::test]
+async fn a_401_says_bearer_in_www_authenticate() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    for token in [None, Some("not-a-token")] {
+        let (status, headers, _) = server.send("GET", "/v1/payments", token, None, &[]).await;
+        assert_eq!(status.as_u16(), 401);
+        let challenge = headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(challenge.starts_with("Bearer"), "{token:?}: {challenge:?}");
+    }
+    drop(server);
+    db.drop_db().await;
+}

@@ -1441,7 +1441,11 @@ async fn a_retried_entry_of_a_payment_frozen_since_stays_rejected() {
         }
     };
     let before = history().await;
-    assert_eq!(before.last().map(String::as_str), Some("EscrowFrozen"), "{before:?}");
+    assert_eq!(
+        before.last().map(String::as_str),
+        Some("EscrowFrozen"),
+        "{before:?}"
+    );
 
     mongo
         .collection::<RawDocumentBuf>("fundsledgerentries")
@@ -1452,7 +1456,11 @@ async fn a_retried_entry_of_a_payment_frozen_since_stays_rejected() {
         .await
         .expect("fix");
     ok(&import(&db, &name, &["payments", "--retry-rejects"]));
-    assert_eq!(history().await, before, "a legacy fee landed after the freeze");
+    assert_eq!(
+        history().await,
+        before,
+        "a legacy fee landed after the freeze"
+    );
     let code: String = sqlx::query_scalar(
         "SELECT code FROM legacy_import.rejects WHERE object_id = $1 AND resolved_at IS NULL",
     )

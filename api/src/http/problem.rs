@@ -61,7 +61,8 @@ pub enum ApiError {
 /// An RFC 9457 problem, as every refusal answers (`application/problem+json`).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Problem {
-    /// A URI naming the problem's kind: `https://escrow-ledger.dev/problems/<code>`.
+    /// A URI naming the problem's kind: `https://escrow-ledger.dev/problems/<code>`, the
+    /// code's underscores written as hyphens.
     #[serde(rename = "type")]
     #[schema(example = "https://escrow-ledger.dev/problems/insufficient-funds")]
     pub kind: String,
@@ -201,6 +202,13 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a 401 names the scheme the client must use.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"escrow-ledger\""),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
