@@ -40,7 +40,7 @@ struct PaymentRow {
     provider: String,
     buyer: String,
     seller: String,
-    purchase_request: String,
+    purchase_request: Option<String>,
     seller_offer: Option<String>,
     metadata: Option<Value>,
     amount: Decimal,
@@ -84,7 +84,11 @@ impl PaymentRow {
             payment_id: self.payment_id,
             buyer: parse_reference("buyer", &self.buyer)?,
             seller: parse_reference("seller", &self.seller)?,
-            purchase_request: parse_reference("purchase_request", &self.purchase_request)?,
+            purchase_request: self
+                .purchase_request
+                .as_deref()
+                .map(|k| parse_reference("purchase_request", k))
+                .transpose()?,
             seller_offer: self
                 .seller_offer
                 .as_deref()
@@ -148,7 +152,7 @@ impl PaymentRow {
             provider: terms.provider.clone(),
             buyer: reference_key(&terms.buyer),
             seller: reference_key(&terms.seller),
-            purchase_request: reference_key(&terms.purchase_request),
+            purchase_request: terms.purchase_request.as_ref().map(reference_key),
             seller_offer: terms.seller_offer.as_ref().map(reference_key),
             metadata: terms.metadata.clone().filter(|m| !m.is_null()),
             amount: terms.amount,
@@ -513,7 +517,7 @@ mod tests {
             payment_id: Uuid::new_v4(),
             buyer: Reference::entity(Uuid::new_v4()),
             seller: Reference::external("shop 7"),
-            purchase_request: Reference::entity(Uuid::new_v4()),
+            purchase_request: Some(Reference::entity(Uuid::new_v4())),
             seller_offer: None,
             amount: Decimal::new(10_000, 2),
             asset: Asset::Usd,

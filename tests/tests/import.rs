@@ -234,6 +234,18 @@ fn replace(d: &RawDocumentBuf, key: &str, value: &RawBson) -> RawDocumentBuf {
     out
 }
 
+/// `d` without `key`.
+fn without_field(d: &RawDocumentBuf, key: &str) -> RawDocumentBuf {
+    let mut out = RawDocumentBuf::new();
+    for item in d {
+        let (k, v) = item.expect("field");
+        if k != key {
+            out.append(k, v.to_raw_bson());
+        }
+    }
+    out
+}
+
 /// Drops the `paymentId: null` an entry was built with when a later `paymentId` is set.
 fn without_null_payment(d: &RawDocumentBuf) -> RawDocumentBuf {
     let mut out = RawDocumentBuf::new();
@@ -1469,6 +1481,58 @@ async fn a_retried_entry_of_a_payment_frozen_since_stays_rejected() {
     .await
     .expect("still rejected");
     assert_eq!(code, "payment_moved_on");
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}
+
+/// A payment whose `purchaseRequestId` is absent or null names no purchase request
+/// (`legacy-mongo.md`: a Mixed reference that is null or absent is no reference) and
+/// imports; its money, projection, rebuild and parity check go through like any other's.
+#[tokio::test]
+async fn a_payment_without_a_purchase_request_imports_with_none() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("noreq").await;
+    let absent = without_field(
+        &payment_doc(1, "100", "USD", "funded", 1),
+        "purchaseRequestId",
+    );
+    let null = replace(
+        &payment_doc(2, "50", "USD", "funded", 1),
+        "purchaseRequestId",
+        &RawBson::Null,
+    );
+    insert(&mongo, "payments", vec![absent, null]).await;
+    insert(
+        &mongo,
+        "fundsledgerentries",
+        vec![
+            entry_doc(1, Some(oid(1)), "deposit", "100", 2),
+            entry_doc(2, Some(oid(2)), "deposit", "50", 3),
+        ],
+    )
+    .await;
+    ok(&import(&db, &name, &["payments"]));
+    let rejected: i64 = sqlx::query_scalar("SELECT count(*) FROM legacy_import.rejects")
+        .fetch_one(&db.admin)
+        .await
+        .expect("rejects");
+    assert_eq!(rejected, 0);
+    ok(&e2e::run_binary(
+        &["project"],
+        &[("DATABASE_URL", db.url.as_str())],
+    ));
+    let rebuilt = ok(&e2e::run_binary(
+        &["rebuild", "--all"],
+        &[("DATABASE_URL", db.url.as_str())],
+    ));
+    assert!(!rebuilt.contains("FAILED"), "{rebuilt}");
+    let rows: Vec<(Option<String>, Decimal)> =
+        sqlx::query_as("SELECT purchase_request, held FROM finance.payments ORDER BY amount DESC")
+            .fetch_all(&db.admin)
+            .await
+            .expect("payments");
+    assert_eq!(rows, vec![(None, dec("100")), (None, dec("50"))]);
+    ok(&import(&db, &name, &["verify", "payments"]));
     mongo.drop().await.expect("drop");
     db.drop_db().await;
 }

@@ -119,7 +119,11 @@ fn payments_batch(docs: &[RawDocumentBuf], write: &mut BatchWrite) {
             Ok((imported, source)) => {
                 let hex = source.object_id.clone();
                 let id = imported.terms.payment_id;
-                let purchase_request = Some(imported.terms.purchase_request.account_key());
+                let purchase_request = imported
+                    .terms
+                    .purchase_request
+                    .as_ref()
+                    .map(ledger::Reference::account_key);
                 let event = PaymentEvent::PaymentImported(imported.clone());
                 write.push_events(
                     id,

@@ -41,19 +41,14 @@ const PROVIDERS: [&str; 4] = ["trezor", "coinbase_commerce", "stripe", "manual"]
 pub fn payment(raw: &RawDocument) -> Result<(PaymentImported, Source), Reject> {
     let (doc, mut source, mut notes) = open(raw)?;
     let payment_id = Collection::Payments.uuid_of(&source.object_id);
-    let purchase_request = doc
-        .mixed(
-            "purchaseRequestId",
-            Collection::PurchaseRequests,
-            &mut notes,
-        )?
-        .ok_or_else(|| {
-            Reject::at(
-                RejectCode::MissingField,
-                "purchaseRequestId",
-                "absent or null",
-            )
-        })?;
+    // Null or absent: no reference (`legacy-mongo.md`, Mixed references); only `sellerId`
+    // and `buyerId` are required. Such a payment cannot be found by a dispute that names
+    // only its purchase request.
+    let purchase_request = doc.mixed(
+        "purchaseRequestId",
+        Collection::PurchaseRequests,
+        &mut notes,
+    )?;
     let seller_offer = doc.mixed("sellerOfferId", Collection::SellerOffers, &mut notes)?;
     let seller: Reference = doc
         .mixed("sellerId", Collection::Users, &mut notes)?

@@ -226,7 +226,18 @@ fn mixed_references_of_a_payment() {
         "65A1B2C3D4E5F60718290002",
     );
     let (p, source) = payment(&doc).unwrap();
-    assert_eq!(p.terms.purchase_request, Reference::external("tmpl_8f2a"));
+    assert_eq!(
+        p.terms.purchase_request,
+        Some(Reference::external("tmpl_8f2a"))
+    );
+    // Null or absent: no reference, the payment still imports (only the parties are
+    // required).
+    for no_request in [
+        without(&base_payment(), "purchaseRequestId"),
+        with(base_payment(), "purchaseRequestId", bson::RawBson::Null),
+    ] {
+        assert_eq!(payment(&no_request).unwrap().0.terms.purchase_request, None);
+    }
     assert_eq!(
         p.terms.seller,
         Reference::entity(Collection::Users.uuid_of(SELLER))
@@ -262,7 +273,12 @@ fn mixed_references_of_a_payment() {
 #[test]
 fn a_rejected_payment_still_names_its_purchase_request() {
     let good = payment(&base_payment()).unwrap().0;
-    let key = good.terms.purchase_request.account_key();
+    let key = good
+        .terms
+        .purchase_request
+        .as_ref()
+        .map(Reference::account_key)
+        .unwrap_or_default();
     let too_fine = with(base_payment(), "amount", "125.505");
     assert_eq!(pay_reject(&too_fine), RejectCode::TooFine);
     assert_eq!(purchase_request_key(&too_fine), Some(key.clone()));

@@ -149,7 +149,7 @@ impl Payment {
             payment_id: cmd.payment_id,
             buyer: cmd.buyer,
             seller: cmd.seller,
-            purchase_request: cmd.purchase_request,
+            purchase_request: Some(cmd.purchase_request),
             seller_offer: cmd.seller_offer,
             amount: cmd.amount,
             asset: cmd.asset,

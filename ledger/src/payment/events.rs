@@ -79,8 +79,10 @@ pub struct PaymentCreated {
     pub buyer: Reference,
     /// Who is paid.
     pub seller: Reference,
-    /// The purchase request paid for.
-    pub purchase_request: Reference,
+    /// The purchase request paid for. Always given by a live payment; `None` only for a
+    /// legacy payment imported without one (`legacy-mongo.md`: a Mixed reference that is
+    /// null or absent is no reference).
+    pub purchase_request: Option<Reference>,
     /// The seller's offer accepted, if any.
     #[serde(default)]
     pub seller_offer: Option<Reference>,

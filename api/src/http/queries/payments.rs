@@ -31,7 +31,7 @@ struct Row {
     provider: String,
     buyer: String,
     seller: String,
-    purchase_request: String,
+    purchase_request: Option<String>,
     seller_offer: Option<String>,
     amount: Decimal,
     deposited: Decimal,
@@ -81,9 +81,9 @@ pub struct PaymentView {
     /// Who is paid.
     #[schema(value_type = Object)]
     pub seller: Value,
-    /// The purchase request.
-    #[schema(value_type = Object)]
-    pub purchase_request: Value,
+    /// The purchase request; null only for a legacy payment imported without one.
+    #[schema(value_type = Option<Object>)]
+    pub purchase_request: Option<Value>,
     /// The seller's offer.
     #[schema(value_type = Option<Object>)]
     pub seller_offer: Option<Value>,
@@ -146,7 +146,7 @@ impl From<Row> for PaymentView {
             provider: r.provider.clone(),
             buyer: reference(&r.buyer),
             seller: reference(&r.seller),
-            purchase_request: reference(&r.purchase_request),
+            purchase_request: r.purchase_request.as_deref().map(reference),
             seller_offer: r.seller_offer.as_deref().map(reference),
             amount: m(r.amount),
             deposited: m(r.deposited),
