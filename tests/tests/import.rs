@@ -1536,3 +1536,55 @@ async fn a_payment_without_a_purchase_request_imports_with_none() {
     mongo.drop().await.expect("drop");
     db.drop_db().await;
 }
+
+/// A legacy payment cancelled while it still held money, with a dispute open over it: the
+/// import freezes its escrow like any open dispute's (before, it listed
+/// `open_dispute_not_frozen` and left the money movable by an adjustment).
+#[tokio::test]
+async fn an_open_dispute_freezes_a_cancelled_payment_still_holding_money() {
+    let db = TestDb::new().await;
+    let (mongo, name) = legacy_db("cxfrozen").await;
+    insert(
+        &mongo,
+        "payments",
+        vec![payment_doc(1, "100", "USD", "cancelled", 1)],
+    )
+    .await;
+    insert(
+        &mongo,
+        "fundsledgerentries",
+        vec![entry_doc(1, Some(oid(1)), "deposit", "100", 2)],
+    )
+    .await;
+    insert(
+        &mongo,
+        "disputes",
+        vec![rawdoc! {
+            "_id": oid(70_001), "paymentId": oid(1), "purchaseRequestId": oid(1001),
+            "openedBy": oid(9002), "openedByRole": "buyer", "reason": "fraud",
+            "description": "cancelled, never refunded", "status": "open",
+            "timeline": [ { "status": "open", "at": at(21, 0), "by": "system" } ],
+            "createdAt": at(21, 0), "updatedAt": at(21, 5),
+        }],
+    )
+    .await;
+    ok(&import(&db, &name, &["payments"]));
+    ok(&import(&db, &name, &["disputes"]));
+    let last: String = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(payment_uuid(oid(1)))
+    .fetch_one(&db.admin)
+    .await
+    .expect("history");
+    assert_eq!(last, "EscrowFrozen");
+    let not_frozen: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM legacy_import.anomalies WHERE kind = 'open_dispute_not_frozen'",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .expect("anomalies");
+    assert_eq!(not_frozen, 0);
+    mongo.drop().await.expect("drop");
+    db.drop_db().await;
+}

@@ -176,8 +176,8 @@ pub enum AnomalyKind {
     EmptyTimeline,
     /// A dispute found through `purchaseRequestId` (no `paymentId`).
     PaymentFoundByPurchaseRequest,
-    /// A dispute open at cutover whose payment could not be frozen (cancelled, or frozen
-    /// by another open dispute).
+    /// A dispute open at cutover whose payment could not be frozen (cancelled holding
+    /// nothing, or frozen by another open dispute).
     OpenDisputeNotFrozen,
     /// A resolution on a dispute whose status is not `resolved`.
     ResolutionOnUnresolved,

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use ledger::payment::{PaymentCreated, PaymentImported};
+use ledger::payment::PaymentCreated;
 use rust_decimal::Decimal;
-use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -79,8 +78,11 @@ pub async fn payment_terms(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, Json<Value>)> = sqlx::query_as(
-        "SELECT e.stream_id, e.payload \
+    // Only the terms leave the server, decoded straight into their type: the whole
+    // payload (the legacy document with it) decoded into a JSON tree was a fifth of the
+    // importer's own CPU in the entries pass.
+    let rows: Vec<(Uuid, Json<PaymentCreated>)> = sqlx::query_as(
+        "SELECT e.stream_id, e.payload -> 'terms' \
          FROM (SELECT DISTINCT s FROM UNNEST($1::uuid[]) AS s) AS wanted \
          CROSS JOIN LATERAL (SELECT * FROM events x WHERE x.stream_id = wanted.s \
                              AND x.version = 1 AND x.event_type = 'PaymentImported') AS e",
@@ -88,14 +90,7 @@ pub async fn payment_terms(
     .bind(ids)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, Json(p))| {
-            serde_json::from_value::<PaymentImported>(p)
-                .ok()
-                .map(|e| (id, e.terms))
-        })
-        .collect())
+    Ok(rows.into_iter().map(|(id, Json(t))| (id, t)).collect())
 }
 
 /// The open rejects of a collection: their `_id`s in hex.

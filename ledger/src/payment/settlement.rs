@@ -30,12 +30,15 @@ pub struct Settlement {
 
 impl Payment {
     /// Freezes the escrow for a dispute that opens (append in the dispute's transaction).
+    /// A cancelled payment is frozen only while it still holds money: a live one never
+    /// does (cancellation needs an empty escrow), but a legacy one may, and a dispute open
+    /// over that money must freeze it like any other (`legacy-mongo.md`).
     ///
     /// # Errors
     /// `NotCreated`, `Cancelled`, `DisputeAlreadyOpen`.
     pub fn freeze(&self, dispute_id: Uuid) -> Decided {
         self.existing()?;
-        if self.cancelled_at.is_some() {
+        if self.cancelled_at.is_some() && self.held <= Decimal::ZERO {
             return Err(PaymentError::Cancelled);
         }
         if let Some(open) = self.frozen_by {

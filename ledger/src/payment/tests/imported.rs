@@ -81,6 +81,17 @@ pub(super) fn samples() -> Vec<PaymentEvent> {
 }
 
 #[test]
+fn a_legacy_cancelled_payment_holding_money_can_be_frozen_and_one_holding_none_cannot() {
+    const DISPUTE: Uuid = Uuid::from_u128(77);
+    let holding = given(&[imported("cancelled"), deposit("100")]);
+    assert!(holding.cancelled_at.is_some());
+    let frozen = then(&holding, &holding.freeze(DISPUTE).unwrap());
+    assert_eq!(frozen.frozen_by, Some(DISPUTE));
+    let empty = given(&[imported("cancelled")]);
+    assert_eq!(empty.freeze(DISPUTE), Err(PaymentError::Cancelled));
+}
+
+#[test]
 fn an_imported_payment_has_the_terms_of_a_created_one() {
     let p = given(&[imported("pending")]);
     assert_eq!(p.terms, given(&[created()]).terms);
