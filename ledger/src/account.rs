@@ -45,12 +45,13 @@ enum ReferenceFields {
     },
 }
 
-/// The longest text, in bytes, of an external reference, a provider name or a provider's
-/// deposit or payout reference. Such texts name accounts and index keys (`seller:ext:<text>`,
-/// `external:<provider>`, the once-only deposit references), and PostgreSQL refuses an
-/// index entry over about 2.7 kB: a longer one would be accepted by one command and break
-/// the next (a release whose posting cannot be indexed) or a projector. An identifier
-/// has no business being longer than this.
+/// The longest text, in bytes, that new input may put into an external reference, a
+/// provider name or a provider's deposit or payout reference. Such texts name accounts
+/// and index keys (`seller:ext:<text>`, `external:<provider>`, the once-only deposit
+/// references), and PostgreSQL refuses an index entry over about 2.7 kB: a longer one was
+/// accepted by one command and broke the next (a release whose posting could not be
+/// indexed) or a projector. Checked where input enters (the API, the importer), never
+/// when stored events and account names are read back: what was stored stays readable.
 pub const MAX_KEY_LEN: usize = 256;
 
 /// Whether `text` may name something stored under a key: not empty, at most
@@ -59,31 +60,18 @@ pub fn is_valid_key_text(text: &str) -> bool {
     !text.is_empty() && text.len() <= MAX_KEY_LEN
 }
 
-/// An external reference with empty text, or longer than [`MAX_KEY_LEN`] bytes.
+/// An external reference with empty text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidReference {
-    /// Empty text.
-    #[error("an external reference's \"ref\" must not be empty")]
-    Empty,
-    /// Too long.
-    #[error(
-        "an external reference's \"ref\" is {0} bytes long; at most {MAX_KEY_LEN} are allowed"
-    )]
-    TooLong(usize),
-}
+#[error("an external reference's \"ref\" must not be empty")]
+pub struct EmptyReference;
 
 impl TryFrom<ReferenceFields> for Reference {
-    type Error = InvalidReference;
+    type Error = EmptyReference;
 
     fn try_from(fields: ReferenceFields) -> Result<Self, Self::Error> {
         match fields {
             ReferenceFields::Entity { id } => Ok(Reference::Entity { id }),
-            ReferenceFields::External { reference } if reference.is_empty() => {
-                Err(InvalidReference::Empty)
-            }
-            ReferenceFields::External { reference } if reference.len() > MAX_KEY_LEN => {
-                Err(InvalidReference::TooLong(reference.len()))
-            }
+            ReferenceFields::External { reference } if reference.is_empty() => Err(EmptyReference),
             ReferenceFields::External { reference } => Ok(Reference::External { reference }),
         }
     }
@@ -102,6 +90,15 @@ impl Reference {
         }
     }
 
+    /// Whether new input may use this reference: an external text of at most
+    /// [`MAX_KEY_LEN`] bytes (see there).
+    pub fn is_bounded(&self) -> bool {
+        match self {
+            Reference::Entity { .. } => true,
+            Reference::External { reference } => reference.len() <= MAX_KEY_LEN,
+        }
+    }
+
     /// The text used inside account names: the UUID, or `ext:<text>`.
     pub fn account_key(&self) -> String {
         match self {
@@ -112,7 +109,7 @@ impl Reference {
 
     fn from_account_key(key: &str) -> Option<Self> {
         if let Some(text) = key.strip_prefix("ext:") {
-            return is_valid_key_text(text).then(|| Reference::external(text));
+            return (!text.is_empty()).then(|| Reference::external(text));
         }
         Uuid::parse_str(key).ok().map(Reference::entity)
     }
@@ -144,12 +141,25 @@ pub enum Account {
 #[error("{0:?} is not an account name (external:<provider>, escrow:<uuid>, seller:<ref>, buyer:<ref>, platform:fees|aml_fees|adjustments|suspense)")]
 pub struct InvalidAccount(pub String);
 
-/// Checks a provider name: `[a-z0-9_]+`, at most [`MAX_KEY_LEN`] bytes.
+/// Checks a provider name: free text of `[a-z0-9_]+` (new input is also bounded by
+/// [`MAX_KEY_LEN`]).
 pub fn is_valid_provider(provider: &str) -> bool {
-    is_valid_key_text(provider)
+    !provider.is_empty()
         && provider
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl Account {
+    /// Whether new input may name this account: its provider or external reference is at
+    /// most [`MAX_KEY_LEN`] bytes.
+    pub fn is_bounded(&self) -> bool {
+        match self {
+            Account::External(p) => p.len() <= MAX_KEY_LEN,
+            Account::Seller(r) | Account::Buyer(r) => r.is_bounded(),
+            _ => true,
+        }
+    }
 }
 
 impl fmt::Display for Account {
@@ -275,19 +285,23 @@ mod tests {
     }
 
     #[test]
-    fn texts_that_name_keys_are_refused_beyond_max_key_len() {
+    fn new_input_is_bounded_but_stored_names_of_any_length_still_read() {
         let json = |n: usize| format!(r#"{{"kind":"external","ref":"{}"}}"#, "r".repeat(n));
         let at: Reference = serde_json::from_str(&json(MAX_KEY_LEN)).unwrap();
-        let err = serde_json::from_str::<Reference>(&json(MAX_KEY_LEN + 1))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("at most 256"), "{err}");
-        // Account names obey the same bound as the references they are made of.
-        let name = Account::Buyer(at).to_string();
-        assert!(name.parse::<Account>().is_ok());
-        let over = format!("buyer:ext:{}", "r".repeat(MAX_KEY_LEN + 1));
-        assert!(over.parse::<Account>().is_err());
-        assert!(is_valid_provider(&"p".repeat(MAX_KEY_LEN)));
-        assert!(!is_valid_provider(&"p".repeat(MAX_KEY_LEN + 1)));
+        assert!(at.is_bounded());
+        // A longer one still decodes (an event stored before the bound) but is not
+        // accepted as new input.
+        let over: Reference = serde_json::from_str(&json(MAX_KEY_LEN + 1)).unwrap();
+        assert!(!over.is_bounded());
+        let name = Account::Buyer(over).to_string();
+        let parsed: Account = name.parse().unwrap();
+        assert!(!parsed.is_bounded());
+        assert!(Account::Buyer(at).is_bounded());
+        let provider: Account = format!("external:{}", "p".repeat(MAX_KEY_LEN + 1))
+            .parse()
+            .unwrap();
+        assert!(!provider.is_bounded());
+        assert!(is_valid_key_text(&"p".repeat(MAX_KEY_LEN)));
+        assert!(!is_valid_key_text(&"p".repeat(MAX_KEY_LEN + 1)));
     }
 }

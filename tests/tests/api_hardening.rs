@@ -427,6 +427,28 @@ async fn if_match_admits_its_version_and_one_of_two_racers() {
         422,
         "insufficient_funds",
     );
+    // No such payment, or dispute: 404, whatever If-Match names.
+    for path in [
+        format!("/v1/payments/{}/releases", Uuid::new_v4()),
+        format!("/v1/disputes/{}/messages", Uuid::new_v4()),
+    ] {
+        let body = if path.contains("disputes") {
+            json!({"author": entity(Uuid::new_v4()), "author_role": "buyer", "body": "hi"})
+                .to_string()
+        } else {
+            "{}".to_owned()
+        };
+        let (status, _, answer) = server
+            .send(
+                "POST",
+                &path,
+                Some(&coord),
+                Some(&body),
+                &[("idempotency-key", &key()), ("if-match", "\"3\"")],
+            )
+            .await;
+        assert_problem(&path, status.as_u16(), &answer, 404, "not_found");
+    }
 
     for round in 0..10 {
         let version = format!("\"{}\"", 2 + round);
@@ -1016,11 +1038,18 @@ async fn texts_that_name_keys_are_bounded_and_the_bound_itself_goes_through() {
             json!({"amount": "1.00", "reference": long}),
         ),
         (
-            "an adjustment naming a long account",
+            "an adjustment naming a long provider's account",
             "/v1/adjustments".to_owned(),
             &admin,
-            json!({"from": "platform:adjustments", "to": format!("seller:ext:{long}"),
-                   "amount": "1.00", "asset": "USD", "reason": "r", "payment_id": funded}),
+            json!({"from": "platform:adjustments", "to": format!("external:{}", "p".repeat(257)),
+                   "amount": "1.00", "asset": "USD", "reason": "r"}),
+        ),
+        (
+            "a dispute opened by a long external ref",
+            "/v1/disputes".to_owned(),
+            &coord,
+            json!({"payment_id": funded, "opened_by": {"kind": "external", "ref": long},
+                   "role": "buyer", "reason": "other", "description": "d"}),
         ),
     ];
     for (what, path, token, body) in cases {

@@ -59,6 +59,16 @@ pub fn check_shape(cmd: &AdjustCommand) -> Result<(), ApiError> {
     if a.reason.trim().is_empty() {
         return Err(ApiError::validation("reason must not be empty"));
     }
+    // A provider's account named here may be new: bounded like a provider of a payment.
+    // (A seller or buyer account must be its payment's own, so it is no new name.)
+    for account in [&a.from, &a.to] {
+        if matches!(account, Account::External(_)) && !account.is_bounded() {
+            return Err(ApiError::validation(format!(
+                "a provider's name may be at most {} bytes long",
+                ledger::account::MAX_KEY_LEN
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -97,7 +97,10 @@ pub(super) async fn decide(
         | DisputeCommand::Resolve(id, _) => (*id, false),
     };
     let state = load_dispute(reads, id, created).await?;
-    ctx.check_if_match(state.version)?;
+    // A dispute that does not exist is answered as such (404), whatever If-Match says.
+    if created || state.exists() {
+        ctx.check_if_match(state.version)?;
+    }
     let refuse = |e: DisputeError| dispute_refusal(&e);
     let mut appends = Vec::new();
     match command {

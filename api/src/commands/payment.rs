@@ -63,7 +63,10 @@ pub(super) async fn decide(
     };
     let creating = matches!(command, PaymentCommand::Create(_));
     let payment = load_payment(reads, id, creating).await?;
-    ctx.check_if_match(payment.version)?;
+    // A payment that does not exist is answered as such (404), whatever If-Match says.
+    if creating || payment.exists() {
+        ctx.check_if_match(payment.version)?;
+    }
     let mut occurred_at = ctx.now;
     let mut deposit_reference = None;
     let decided = match command {

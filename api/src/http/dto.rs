@@ -82,6 +82,27 @@ pub fn fees(list: &[FeeBody]) -> Result<Vec<Fee>, ApiError> {
         .collect()
 }
 
+/// A party reference of a request: its external text at most
+/// [`ledger::account::MAX_KEY_LEN`] bytes, since it names an account and index keys.
+fn bounded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Reference, D::Error> {
+    let r = Reference::deserialize(d)?;
+    if r.is_bounded() {
+        Ok(r)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "an external reference's \"ref\" may be at most {} bytes long",
+            ledger::account::MAX_KEY_LEN
+        )))
+    }
+}
+
+/// [`bounded`], for an optional reference.
+fn bounded_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Reference>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "bounded")] Reference);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+}
+
 /// Checks a required text field is not blank.
 ///
 /// # Errors
@@ -101,15 +122,19 @@ pub struct CreatePaymentBody {
     pub payment_id: Option<Uuid>,
     /// Who pays: `{"kind":"entity","id":...}` or `{"kind":"external","ref":...}`.
     #[schema(value_type = super::schema::PartyReference)]
+    #[serde(deserialize_with = "bounded")]
     pub buyer: Reference,
     /// Who is paid.
     #[schema(value_type = super::schema::PartyReference)]
+    #[serde(deserialize_with = "bounded")]
     pub seller: Reference,
     /// The purchase request paid for.
     #[schema(value_type = super::schema::PartyReference)]
+    #[serde(deserialize_with = "bounded")]
     pub purchase_request: Reference,
     /// The seller's offer, if any.
     #[schema(value_type = Option<super::schema::PartyReference>)]
+    #[serde(default, deserialize_with = "bounded_option")]
     pub seller_offer: Option<Reference>,
     /// What the buyer must deposit.
     #[schema(example = "125.50", pattern = r"^[0-9]+(\.[0-9]+)?$")]
@@ -185,6 +210,7 @@ pub struct OpenDisputeBody {
     pub payment_id: Uuid,
     /// Who opens it.
     #[schema(value_type = super::schema::PartyReference)]
+    #[serde(deserialize_with = "bounded")]
     pub opened_by: Reference,
     /// `buyer` or `seller`.
     #[schema(value_type = super::schema::OpenerRole)]
@@ -202,6 +228,7 @@ pub struct OpenDisputeBody {
 pub struct EvidenceBody {
     /// Who submits it.
     #[schema(value_type = super::schema::PartyReference)]
+    #[serde(deserialize_with = "bounded")]
     pub submitted_by: Reference,
     /// image, document, link or text.
     #[serde(rename = "type")]
@@ -219,6 +246,7 @@ pub struct EvidenceBody {
 pub struct MessageBody {
     /// Who writes.
     #[schema(value_type = super::schema::PartyReference)]
+    #[serde(deserialize_with = "bounded")]
     pub author: Reference,
     /// buyer, seller, admin or system.
     #[schema(value_type = super::schema::AuthorRoleName)]
@@ -236,6 +264,7 @@ pub struct MessageBody {
 pub struct AssignBody {
     /// The admin.
     #[schema(value_type = super::schema::PartyReference)]
+    #[serde(deserialize_with = "bounded")]
     pub admin: Reference,
 }
 

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use chrono::Utc;
-use ledger::account::is_valid_provider;
+use ledger::account::{is_valid_key_text, is_valid_provider};
 use ledger::payment::{Cancel, CreatePayment, Deposit, Payout, Refund, Release};
 use uuid::Uuid;
 
@@ -30,7 +30,7 @@ pub async fn create(
     let h = CommandHeaders::parse(&headers)?;
     let b: CreatePaymentBody = body.json()?;
     let asset = dto::asset(&b.asset)?;
-    if !is_valid_provider(&b.provider) {
+    if !is_valid_provider(&b.provider) || !is_valid_key_text(&b.provider) {
         return Err(ApiError::validation(
             "provider must match [a-z0-9_]+ and be at most 256 bytes",
         ));

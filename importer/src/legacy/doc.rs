@@ -345,11 +345,10 @@ impl<'a> Doc<'a> {
 
     /// A "Mixed" reference: an ObjectId → entity of `collection`; a string of 24 hex
     /// digits → the same entity (noted as ambiguous); another non-empty string → external,
-    /// verbatim, unless longer than the ledger keys ([`MAX_KEY_LEN`] bytes); absent or
-    /// null → `None`.
+    /// verbatim; absent or null → `None`.
     ///
     /// # Errors
-    /// `EmptyReference`, `WrongType`, `InvalidValue` (too long).
+    /// `EmptyReference`, `WrongType`.
     pub fn mixed(
         &self,
         key: &str,
@@ -373,14 +372,29 @@ impl<'a> Doc<'a> {
                 &self.path(key),
                 "empty string",
             )),
-            Some(RawBsonRef::String(s)) => {
-                let text = self.clean(key, s, notes);
-                if text.len() > MAX_KEY_LEN {
-                    return Err(self.too_long(key, text.len()));
-                }
-                Ok(Some(Reference::external(text)))
-            }
+            Some(RawBsonRef::String(s)) => Ok(Some(Reference::external(self.clean(key, s, notes)))),
             Some(other) => Err(self.wrong(key, "ObjectId or string", other)),
+        }
+    }
+
+    /// [`Doc::mixed`] for a reference that names an account or an index key (a seller, a
+    /// payment's purchase request): an external text longer than [`MAX_KEY_LEN`] bytes,
+    /// which the ledger cannot key, is refused.
+    ///
+    /// # Errors
+    /// As [`Doc::mixed`], and `InvalidValue` (too long).
+    pub fn mixed_key(
+        &self,
+        key: &str,
+        collection: Collection,
+        notes: &mut Notes,
+    ) -> Result<Option<Reference>, Reject> {
+        let r = self.mixed(key, collection, notes)?;
+        match r {
+            Some(Reference::External { reference }) if reference.len() > MAX_KEY_LEN => {
+                Err(self.too_long(key, reference.len()))
+            }
+            other => Ok(other),
         }
     }
 
@@ -619,9 +633,10 @@ mod tests {
         );
         let long = rawdoc! { "at": "x".repeat(MAX_KEY_LEN), "over": "x".repeat(MAX_KEY_LEN + 1) };
         let l = Doc::read(&long, "").unwrap();
-        assert!(l.mixed("at", c, &mut notes).unwrap().is_some());
+        assert!(l.mixed_key("at", c, &mut notes).unwrap().is_some());
+        assert!(l.mixed("over", c, &mut notes).unwrap().is_some());
         assert_eq!(
-            l.mixed("over", c, &mut notes).unwrap_err().code,
+            l.mixed_key("over", c, &mut notes).unwrap_err().code,
             RejectCode::InvalidValue
         );
         assert!(l.key_text("at", &mut notes).unwrap().is_some());

@@ -167,7 +167,7 @@ impl Run<'_> {
             );
             if !imported.status.is_terminal() {
                 let state = states.entry(payment_id).or_default();
-                match state.payment.freeze(dispute_id) {
+                match state.payment.freeze_imported(dispute_id) {
                     Ok(events) => {
                         for e in &events {
                             state.payment.apply(e, imported.created_at);

@@ -46,16 +46,21 @@ impl Run<'_> {
             store::payment_terms(&mut c, &uuids).await?
         };
         // A retry comes after the import: a payment may have moved on since (see
-        // `RejectCode::PaymentMovedOn`), and its entries then stay rejected.
-        let moved_on: std::collections::HashSet<Uuid> = if self.opts.retry_rejects {
+        // `RejectCode::PaymentMovedOn`), and its entries then stay rejected. The others
+        // are appended at the version seen here: a command or freeze landing meanwhile
+        // fails the batch (nothing written) rather than slip in before them, and the
+        // retry run again finds the payment moved on.
+        let mut moved_on = std::collections::HashSet::new();
+        let mut seen: HashMap<Uuid, i64> = HashMap::new();
+        if self.opts.retry_rejects {
             let mut c = self.db.conn().await?;
-            store::payments_moved_on(&mut c, &uuids)
-                .await?
-                .into_iter()
-                .collect()
-        } else {
-            std::collections::HashSet::new()
-        };
+            for (id, version, moved) in store::payment_streams(&mut c, &uuids).await? {
+                if moved {
+                    moved_on.insert(id);
+                }
+                seen.insert(id, version);
+            }
+        }
         let mut contexts: HashMap<String, PaymentContext> = HashMap::new();
         let mut unknown = Vec::new();
         for h in &hexes {
@@ -205,12 +210,10 @@ impl Run<'_> {
                     });
                 }
             }
-            write.push_events(
-                placed.stream_id,
-                placed.stream_type,
-                ExpectedVersion::Any,
-                vec![event],
-            );
+            let expected = seen
+                .get(&placed.stream_id)
+                .map_or(ExpectedVersion::Any, |v| ExpectedVersion::Exact(*v));
+            write.push_events(placed.stream_id, placed.stream_type, expected, vec![event]);
             write.id_map.push(IdMapRow {
                 collection: Collection::FundsLedgerEntries.name(),
                 object_id: hex.clone(),

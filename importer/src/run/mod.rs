@@ -149,9 +149,27 @@ pub fn metadata(
 fn object_id_of(raw: &RawDocumentBuf) -> String {
     match raw.get("_id") {
         Ok(Some(bson::RawBsonRef::ObjectId(o))) => o.to_hex(),
-        Ok(Some(other)) => bson::Bson::try_from(other.to_raw_bson())
-            .map_or_else(|_| "?".into(), |b| b.into_canonical_extjson().to_string()),
+        Ok(Some(other)) => bson::Bson::try_from(other.to_raw_bson()).map_or_else(
+            |_| "?".into(),
+            |b| long_id(b.into_canonical_extjson().to_string()),
+        ),
         _ => "?".into(),
+    }
+}
+
+/// The id text of a document whose `_id` is no ObjectId (it is rejected, `bad_id`): its
+/// Extended JSON, or, beyond [`ledger::account::MAX_KEY_LEN`] bytes, `sha256:<hex>` of it,
+/// since it keys the rejects and anomalies (an index refuses an entry over about 2.7 kB).
+/// The reject keeps the whole document.
+fn long_id(text: String) -> String {
+    use sha2::Digest;
+    if text.len() <= ledger::account::MAX_KEY_LEN {
+        text
+    } else {
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        )
     }
 }
 

@@ -157,22 +157,25 @@ pub async fn entries_in_suspense(
     .await
 }
 
-/// The payments among `payments` whose streams hold an event that is not an import event
-/// (a dispute's freeze, a live command): their imported history is closed.
+/// The stream version of each payment among `payments` that has a stream, and whether
+/// that stream holds an event that is not an import event (a dispute's freeze, a live
+/// command): then its imported history is closed.
 ///
 /// # Errors
 /// A database error.
-pub async fn payments_moved_on(
+pub async fn payment_streams(
     conn: &mut PgConnection,
     payments: &[Uuid],
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<(Uuid, i64, bool)>, sqlx::Error> {
     if payments.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(
-        "SELECT wanted.s FROM (SELECT DISTINCT s FROM UNNEST($1::uuid[]) AS s) AS wanted \
-         WHERE EXISTS (SELECT 1 FROM events x WHERE x.stream_id = wanted.s \
-                       AND x.event_type NOT IN ('PaymentImported', 'LedgerEntryImported'))",
+    sqlx::query_as(
+        "SELECT wanted.s, h.version, EXISTS (SELECT 1 FROM events x WHERE x.stream_id = wanted.s \
+                 AND x.event_type NOT IN ('PaymentImported', 'LedgerEntryImported')) \
+         FROM (SELECT DISTINCT s FROM UNNEST($1::uuid[]) AS s) AS wanted \
+         CROSS JOIN LATERAL (SELECT version FROM events e WHERE e.stream_id = wanted.s \
+                             ORDER BY version DESC LIMIT 1) AS h",
     )
     .bind(payments)
     .fetch_all(conn)

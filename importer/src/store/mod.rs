@@ -16,7 +16,7 @@ mod state;
 
 pub use listing::{listed, listed_sample, Listing};
 pub use lookups::{
-    entries_in_suspense, entries_with_references, open_rejects, payment_terms, payments_moved_on,
+    entries_in_suspense, entries_with_references, open_rejects, payment_streams, payment_terms,
     payments_of_purchase_request, postings_of_accounts,
 };
 pub use rows::{AnomalyRow, BatchWrite, DepositRef, EntryReference, IdMapRow, RejectRow};

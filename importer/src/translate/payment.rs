@@ -44,14 +44,14 @@ pub fn payment(raw: &RawDocument) -> Result<(PaymentImported, Source), Reject> {
     // Null or absent: no reference (`legacy-mongo.md`, Mixed references); only `sellerId`
     // and `buyerId` are required. Such a payment cannot be found by a dispute that names
     // only its purchase request.
-    let purchase_request = doc.mixed(
+    let purchase_request = doc.mixed_key(
         "purchaseRequestId",
         Collection::PurchaseRequests,
         &mut notes,
     )?;
     let seller_offer = doc.mixed("sellerOfferId", Collection::SellerOffers, &mut notes)?;
     let seller: Reference = doc
-        .mixed("sellerId", Collection::Users, &mut notes)?
+        .mixed_key("sellerId", Collection::Users, &mut notes)?
         .ok_or_else(|| Reject::at(RejectCode::MissingField, "sellerId", "absent or null"))?;
     let buyer = doc.entity("buyerId", Collection::Users)?;
     let asset = asset(&doc, "currency", &mut notes)?;
@@ -124,7 +124,7 @@ pub(super) fn dedup(mut anomalies: Vec<crate::legacy::Anomaly>) -> Vec<crate::le
 /// document or that field cannot be read.
 pub fn purchase_request_key(raw: &RawDocument) -> Option<String> {
     let (doc, _, mut notes) = open(raw).ok()?;
-    doc.mixed(
+    doc.mixed_key(
         "purchaseRequestId",
         Collection::PurchaseRequests,
         &mut notes,

@@ -140,7 +140,7 @@ impl Payment {
             });
         }
         check_positive(cmd.asset, cmd.amount)?;
-        if !is_valid_provider(&cmd.provider) {
+        if !is_valid_provider(&cmd.provider) || !is_valid_key_text(&cmd.provider) {
             return Err(PaymentError::InvalidProvider {
                 provider: cmd.provider,
             });

@@ -30,13 +30,27 @@ pub struct Settlement {
 
 impl Payment {
     /// Freezes the escrow for a dispute that opens (append in the dispute's transaction).
-    /// A cancelled payment is frozen only while it still holds money: a live one never
-    /// does (cancellation needs an empty escrow), but a legacy one may, and a dispute open
-    /// over that money must freeze it like any other (`legacy-mongo.md`).
     ///
     /// # Errors
     /// `NotCreated`, `Cancelled`, `DisputeAlreadyOpen`.
     pub fn freeze(&self, dispute_id: Uuid) -> Decided {
+        if self.cancelled_at.is_some() {
+            self.existing()?;
+            return Err(PaymentError::Cancelled);
+        }
+        self.freeze_imported(dispute_id)
+    }
+
+    /// [`Payment::freeze`] for a legacy dispute open at cutover: a legacy payment may have
+    /// been cancelled while it still held money (a live one never is), and a dispute open
+    /// over that money freezes it like any other (`legacy-mongo.md`: "A dispute still
+    /// open at cutover freezes its payment's escrow from then on"). A cancelled payment
+    /// holding nothing is not frozen. The live API keeps refusing disputes on cancelled
+    /// payments.
+    ///
+    /// # Errors
+    /// `NotCreated`, `Cancelled`, `DisputeAlreadyOpen`.
+    pub fn freeze_imported(&self, dispute_id: Uuid) -> Decided {
         self.existing()?;
         if self.cancelled_at.is_some() && self.held <= Decimal::ZERO {
             return Err(PaymentError::Cancelled);

@@ -81,14 +81,16 @@ pub(super) fn samples() -> Vec<PaymentEvent> {
 }
 
 #[test]
-fn a_legacy_cancelled_payment_holding_money_can_be_frozen_and_one_holding_none_cannot() {
+fn an_imported_dispute_freezes_a_legacy_cancelled_payment_holding_money_a_live_one_does_not() {
     const DISPUTE: Uuid = Uuid::from_u128(77);
     let holding = given(&[imported("cancelled"), deposit("100")]);
     assert!(holding.cancelled_at.is_some());
-    let frozen = then(&holding, &holding.freeze(DISPUTE).unwrap());
+    let frozen = then(&holding, &holding.freeze_imported(DISPUTE).unwrap());
     assert_eq!(frozen.frozen_by, Some(DISPUTE));
+    // A live dispute on it is still refused, as on any cancelled payment.
+    assert_eq!(holding.freeze(DISPUTE), Err(PaymentError::Cancelled));
     let empty = given(&[imported("cancelled")]);
-    assert_eq!(empty.freeze(DISPUTE), Err(PaymentError::Cancelled));
+    assert_eq!(empty.freeze_imported(DISPUTE), Err(PaymentError::Cancelled));
 }
 
 #[test]
