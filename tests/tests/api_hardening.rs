@@ -1002,6 +1002,7 @@ async fn a_command_alone_behind_a_held_lock_answers_503_within_its_limit_and_wri
 /// long deposit reference was answered `duplicate_reference`. At 256 bytes the whole
 /// story goes through.
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // the refusals and the story at the bound read best whole
 async fn texts_that_name_keys_are_bounded_and_the_bound_itself_goes_through() {
     let db = TestDb::new().await;
     let server = Server::start(&db, &["--no-projectors"]);
