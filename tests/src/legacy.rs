@@ -54,6 +54,21 @@ pub async fn insert(db: &Database, collection: &str, docs: Vec<RawDocumentBuf>) 
     }
 }
 
+/// `d` without the field `key` (a legacy document missing one).
+///
+/// # Panics
+/// When `d` does not parse.
+pub fn without(d: &RawDocumentBuf, key: &str) -> RawDocumentBuf {
+    let mut out = RawDocumentBuf::new();
+    for item in d {
+        let (k, v) = item.expect("field");
+        if k != key {
+            out.append(k, v.to_raw_bson());
+        }
+    }
+    out
+}
+
 /// Runs `escrow-ledger import <args> --mongo-uri … --mongo-db <mongo_db>` on `db`.
 ///
 /// # Panics

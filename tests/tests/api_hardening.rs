@@ -362,6 +362,20 @@ async fn correlation_and_causation_ids_reach_the_stored_metadata() {
 }
 
 /// A deposit of 1.00 with `If-Match: "<version>"`.
+/// POSTs `body` to `path` as the coordinator with `If-Match: <version>` and a fresh key.
+async fn post_if_match(server: &Server, path: &str, body: &str, version: &str) -> (u16, Value) {
+    let (status, _, answer) = server
+        .send(
+            "POST",
+            path,
+            Some(&server.tokens.coordinator),
+            Some(body),
+            &[("if-match", version), ("idempotency-key", &key())],
+        )
+        .await;
+    (status.as_u16(), answer)
+}
+
 async fn deposit_if_match(
     server: &Server,
     payment: Uuid,
@@ -369,16 +383,13 @@ async fn deposit_if_match(
     reference: &str,
 ) -> (u16, Value) {
     let body = json!({"amount": "1.00", "reference": reference}).to_string();
-    let (status, _, answer) = server
-        .send(
-            "POST",
-            &format!("/v1/payments/{payment}/deposits"),
-            Some(&server.tokens.coordinator),
-            Some(&body),
-            &[("if-match", version), ("idempotency-key", &key())],
-        )
-        .await;
-    (status.as_u16(), answer)
+    post_if_match(
+        server,
+        &format!("/v1/payments/{payment}/deposits"),
+        &body,
+        version,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -394,39 +405,15 @@ async fn if_match_admits_its_version_and_one_of_two_racers() {
     assert_problem("a stale If-Match", status, &answer, 412, "version_conflict");
     // Stale, on a command the newer state would refuse anyway: the stale version is the
     // answer, not the refusal (the client decided on a state that is gone).
-    let (status, _, answer) = server
-        .send(
-            "POST",
-            &format!("/v1/payments/{payment}/releases"),
-            Some(&coord),
-            Some(r#"{"amount": "1000.00"}"#),
-            &[("idempotency-key", "m-3"), ("if-match", "\"1\"")],
-        )
-        .await;
-    assert_problem(
-        "a stale If-Match on a refused release",
-        status.as_u16(),
-        &answer,
-        412,
-        "version_conflict",
-    );
+    let release = format!("/v1/payments/{payment}/releases");
+    let too_much = r#"{"amount": "1000.00"}"#;
+    let (status, answer) = post_if_match(&server, &release, too_much, "\"1\"").await;
+    let what = "a stale If-Match on a refused release";
+    assert_problem(what, status, &answer, 412, "version_conflict");
     // At the current version, the refusal itself.
-    let (status, _, answer) = server
-        .send(
-            "POST",
-            &format!("/v1/payments/{payment}/releases"),
-            Some(&coord),
-            Some(r#"{"amount": "1000.00"}"#),
-            &[("idempotency-key", "m-4"), ("if-match", "\"2\"")],
-        )
-        .await;
-    assert_problem(
-        "a release beyond what is held",
-        status.as_u16(),
-        &answer,
-        422,
-        "insufficient_funds",
-    );
+    let (status, answer) = post_if_match(&server, &release, too_much, "\"2\"").await;
+    let what = "a release beyond what is held";
+    assert_problem(what, status, &answer, 422, "insufficient_funds");
     // No such payment, or dispute: 404, whatever If-Match names.
     for path in [
         format!("/v1/payments/{}/releases", Uuid::new_v4()),
@@ -438,16 +425,8 @@ async fn if_match_admits_its_version_and_one_of_two_racers() {
         } else {
             "{}".to_owned()
         };
-        let (status, _, answer) = server
-            .send(
-                "POST",
-                &path,
-                Some(&coord),
-                Some(&body),
-                &[("idempotency-key", &key()), ("if-match", "\"3\"")],
-            )
-            .await;
-        assert_problem(&path, status.as_u16(), &answer, 404, "not_found");
+        let (status, answer) = post_if_match(&server, &path, &body, "\"3\"").await;
+        assert_problem(&path, status, &answer, 404, "not_found");
     }
 
     for round in 0..10 {

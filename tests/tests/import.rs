@@ -13,7 +13,7 @@ use bson::{doc, rawdoc, Decimal128, RawBson, RawDocumentBuf};
 use chrono::{TimeZone, Utc};
 use e2e::legacy::{
     event_rows, import, insert, kill_at_checkpoint, legacy_db, mongo_uri, ok, spawn_import,
-    wait_for_checkpoint,
+    wait_for_checkpoint, without,
 };
 use e2e::TestDb;
 use ledger::payment::{Payment, PaymentStatus};
@@ -228,18 +228,6 @@ fn replace(d: &RawDocumentBuf, key: &str, value: &RawBson) -> RawDocumentBuf {
         if k == key {
             out.append(k, value.clone());
         } else {
-            out.append(k, v.to_raw_bson());
-        }
-    }
-    out
-}
-
-/// `d` without `key`.
-fn without_field(d: &RawDocumentBuf, key: &str) -> RawDocumentBuf {
-    let mut out = RawDocumentBuf::new();
-    for item in d {
-        let (k, v) = item.expect("field");
-        if k != key {
             out.append(k, v.to_raw_bson());
         }
     }
@@ -1417,6 +1405,18 @@ async fn a_retry_that_puts_a_history_right_clears_its_status_disagreement() {
     db.drop_db().await;
 }
 
+/// Dispute 70001, still open, on payment 1.
+async fn open_dispute_on_payment_1(mongo: &Database) {
+    let dispute = rawdoc! {
+        "_id": oid(70_001), "paymentId": oid(1), "purchaseRequestId": oid(1001),
+        "openedBy": oid(9002), "openedByRole": "buyer", "reason": "other",
+        "description": "never arrived", "status": "open",
+        "timeline": [ { "status": "open", "at": at(21, 0), "by": "system" } ],
+        "createdAt": at(21, 0), "updatedAt": at(21, 5),
+    };
+    insert(mongo, "disputes", vec![dispute]).await;
+}
+
 /// An entry fixed and retried after the disputes were imported, on a payment an open
 /// imported dispute froze, stays rejected (`payment_moved_on`): appended after the freeze,
 /// its fee would take money out of a frozen escrow. The payment's stream is unchanged.
@@ -1425,18 +1425,7 @@ async fn a_retried_entry_of_a_payment_frozen_since_stays_rejected() {
     let db = TestDb::new().await;
     let (mongo, name) = legacy_db("frozen").await;
     load_funded_payment(&mongo, vec![entry_doc(2, Some(oid(1)), "fee", "0.001", 5)]).await;
-    insert(
-        &mongo,
-        "disputes",
-        vec![rawdoc! {
-            "_id": oid(70_001), "paymentId": oid(1), "purchaseRequestId": oid(1001),
-            "openedBy": oid(9002), "openedByRole": "buyer", "reason": "other",
-            "description": "never arrived", "status": "open",
-            "timeline": [ { "status": "open", "at": at(21, 0), "by": "system" } ],
-            "createdAt": at(21, 0), "updatedAt": at(21, 5),
-        }],
-    )
-    .await;
+    open_dispute_on_payment_1(&mongo).await;
     ok(&import(&db, &name, &["payments"]));
     ok(&import(&db, &name, &["disputes"]));
     let stream = payment_uuid(oid(1));
@@ -1492,7 +1481,7 @@ async fn a_retried_entry_of_a_payment_frozen_since_stays_rejected() {
 async fn a_payment_without_a_purchase_request_imports_with_none() {
     let db = TestDb::new().await;
     let (mongo, name) = legacy_db("noreq").await;
-    let absent = without_field(
+    let absent = without(
         &payment_doc(1, "100", "USD", "funded", 1),
         "purchaseRequestId",
     );
@@ -1556,18 +1545,7 @@ async fn an_open_dispute_freezes_a_cancelled_payment_still_holding_money() {
         vec![entry_doc(1, Some(oid(1)), "deposit", "100", 2)],
     )
     .await;
-    insert(
-        &mongo,
-        "disputes",
-        vec![rawdoc! {
-            "_id": oid(70_001), "paymentId": oid(1), "purchaseRequestId": oid(1001),
-            "openedBy": oid(9002), "openedByRole": "buyer", "reason": "fraud",
-            "description": "cancelled, never refunded", "status": "open",
-            "timeline": [ { "status": "open", "at": at(21, 0), "by": "system" } ],
-            "createdAt": at(21, 0), "updatedAt": at(21, 5),
-        }],
-    )
-    .await;
+    open_dispute_on_payment_1(&mongo).await;
     ok(&import(&db, &name, &["payments"]));
     ok(&import(&db, &name, &["disputes"]));
     let last: String = sqlx::query_scalar(

@@ -14,7 +14,7 @@ use bson::oid::ObjectId;
 use bson::{rawdoc, Decimal128, RawBson, RawDocumentBuf};
 use chrono::{TimeZone, Utc};
 use e2e::legacy::{
-    event_rows, import, insert, kill_at_checkpoint, legacy_db, mongo_uri, ok, spawn_import,
+    event_rows, import, insert, kill_at_checkpoint, legacy_db, mongo_uri, ok, spawn_import, without,
 };
 use e2e::TestDb;
 use importer::ids::Collection;
@@ -133,17 +133,6 @@ fn replace(d: &RawDocumentBuf, key: &str, value: impl Into<RawBson>) -> RawDocum
     }
     if !done {
         out.append(key, value);
-    }
-    out
-}
-
-fn without(d: &RawDocumentBuf, key: &str) -> RawDocumentBuf {
-    let mut out = RawDocumentBuf::new();
-    for item in d {
-        let (k, v) = item.expect("field");
-        if k != key {
-            out.append(k, v.to_raw_bson());
-        }
     }
     out
 }
