@@ -402,6 +402,23 @@ async fn queries_read_their_writes_page_filter_and_check_rights() {
         tb["totals"],
         json!([{"asset": "USD", "total": "0.00", "accounts": tb["totals"][0]["accounts"]}])
     );
+    // Every account, zero balances too, on request (contract: "every account's balance").
+    let (_, every) = server
+        .get(
+            &format!("/v1/reconciliation/trial-balance?min_position={p}&include_zero=true"),
+            &finance,
+        )
+        .await;
+    let (all, nonzero): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE balance <> 0) FROM finance.account_balances",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert!(all > nonzero, "the story leaves no zero balance to list");
+    let listed = |v: &Value| i64::try_from(v["accounts"].as_array().unwrap().len()).unwrap();
+    assert_eq!((listed(&every), listed(&tb)), (all, nonzero), "{every}");
+    assert_eq!(every["balanced"], true);
     let (_, tb) = server
         .get(
             &format!(

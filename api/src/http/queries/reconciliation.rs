@@ -299,6 +299,9 @@ pub struct TrialBalanceQuery {
     pub as_of: Option<String>,
     /// Answer once the projections passed the event at this position (feed order).
     pub min_position: Option<i64>,
+    /// List the accounts whose balance is zero too (every account that ever had a
+    /// posting); default false: a settled payment's escrow account is zero for good.
+    pub include_zero: Option<bool>,
 }
 
 /// One asset's total.
@@ -308,7 +311,8 @@ pub struct TrialBalanceTotal {
     pub asset: String,
     /// The sum of every account's balance: zero in a sound ledger.
     pub total: String,
-    /// Accounts with a balance other than zero.
+    /// Accounts listed for this asset (those with a balance other than zero, unless
+    /// `include_zero`).
     pub accounts: i64,
 }
 
@@ -321,7 +325,7 @@ pub struct TrialBalance {
     pub balanced: bool,
     /// Per asset.
     pub totals: Vec<TrialBalanceTotal>,
-    /// Every account's balance per asset (zero balances left out).
+    /// Every account's balance per asset (zero balances left out unless `include_zero`).
     pub accounts: Vec<super::accounts::AccountBalanceView>,
 }
 
@@ -342,6 +346,7 @@ pub async fn trial_balance(
         .as_deref()
         .map(|t| instant("as_of", t))
         .transpose()?;
+    let include_zero = q.include_zero.unwrap_or(false);
     wait_projected(&state, &[Projection::Balances], q.min_position).await?;
     // One statement: one side of the views, one snapshot. Balances and totals as text,
     // summed by PostgreSQL: exact whatever their size (see `money_text`).
@@ -350,9 +355,10 @@ pub async fn trial_balance(
             sqlx::query_as(
                 "SELECT asset, account, balance::text, (sum(balance) OVER w)::text, \
                         sum(balance) OVER w = 0 \
-                 FROM finance.account_balances WHERE balance <> 0 \
+                 FROM finance.account_balances WHERE balance <> 0 OR $1 \
                  WINDOW w AS (PARTITION BY asset) ORDER BY asset, account",
             )
+            .bind(include_zero)
             .fetch_all(&state.pool)
             .await?
         }
@@ -362,10 +368,11 @@ pub async fn trial_balance(
                         sum(balance) OVER w = 0 \
                  FROM (SELECT asset, account, sum(amount) AS balance \
                        FROM finance.balance_history WHERE occurred_at <= $1 \
-                       GROUP BY asset, account HAVING sum(amount) <> 0) AS b \
+                       GROUP BY asset, account HAVING sum(amount) <> 0 OR $2) AS b \
                  WINDOW w AS (PARTITION BY asset) ORDER BY asset, account",
             )
             .bind(t)
+            .bind(include_zero)
             .fetch_all(&state.pool)
             .await?
         }
