@@ -1,7 +1,8 @@
 //! The feed as projectors read it: the same order and visibility as
 //! `ledger::store::read_feed` — `(tx_id, position)`, only below the oldest running
 //! transaction — but without what projectors do not use (hashes, postings: the balances
-//! projector joins the postings rows itself).
+//! projector joins the postings rows itself; an imported event's copy of its legacy
+//! `document`, most of its payload, which nothing projected comes from).
 
 use chrono::{DateTime, Utc};
 use ledger::FeedPosition;
@@ -58,7 +59,7 @@ pub async fn read_batch<'e>(
 ) -> Result<Vec<FeedEvent>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.position, e.tx_id::text::int8 AS tx_id, e.stream_id, e.stream_type, e.version, \
-                e.event_type, e.schema_version, e.payload, e.occurred_at, \
+                e.event_type, e.schema_version, e.payload - 'document' AS payload, e.occurred_at, \
                 e.metadata->'actor'->>'name' AS actor_name, \
                 e.metadata->'actor'->>'role' AS actor_role \
          FROM events e \

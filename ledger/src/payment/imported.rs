@@ -48,6 +48,9 @@ pub struct PaymentImported {
     #[serde(default)]
     pub blockchain: Option<Value>,
     /// Every legacy field: the source document as canonical Extended JSON (U+0000 replaced).
+    /// Null when read without it: the projectors' feed leaves it out (it is most of the
+    /// payload, and nothing projected comes from it).
+    #[serde(default)]
     pub document: Value,
 }
 
@@ -187,7 +190,9 @@ pub struct LedgerEntryImported {
     pub sign_dropped: bool,
     /// Where it was placed.
     pub placement: EntryPlacement,
-    /// The source document as canonical Extended JSON (U+0000 replaced).
+    /// The source document as canonical Extended JSON (U+0000 replaced). Null when read
+    /// without it (the projectors' feed, as for [`PaymentImported::document`]).
+    #[serde(default)]
     pub document: Value,
 }
 
