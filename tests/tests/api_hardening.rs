@@ -701,6 +701,32 @@ async fn readyz_is_unavailable_while_a_migration_is_missing() {
     let (status, _, ready) = server.send("GET", "/readyz", None, None, &[]).await;
     assert_eq!(status.as_u16(), 503, "{ready}");
     assert_eq!(ready["status"], "migrations_pending", "{ready}");
+    // A table the server needs and the database lacks (a server deployed before its
+    // migration): commands and queries are 503 too, not 500.
+    sqlx::query("ALTER TABLE idempotency_keys RENAME TO idempotency_keys_away")
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    let coord = server.tokens.coordinator.clone();
+    let (status, answer) = server
+        .post(
+            "/v1/payments",
+            &coord,
+            &payment_body(None, "5.00"),
+            Some(&key()),
+        )
+        .await;
+    assert_problem(
+        "a command without its table",
+        status.as_u16(),
+        &answer,
+        503,
+        "unavailable",
+    );
+    sqlx::query("ALTER TABLE idempotency_keys_away RENAME TO idempotency_keys")
+        .execute(&db.admin)
+        .await
+        .unwrap();
     assert!(
         ready["missing_migrations"]
             .to_string()

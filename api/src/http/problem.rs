@@ -149,6 +149,11 @@ impl From<sqlx::Error> for ApiError {
         if ledger::store::is_unavailable(&err) {
             tracing::error!(error = %err, "database unavailable");
             ApiError::Unavailable("the database is unavailable".into())
+        } else if schema_behind(&err) {
+            tracing::error!(error = %err, "the database schema is behind this server");
+            ApiError::Unavailable(
+                "the database is not migrated for this server (run `escrow-ledger migrate`)".into(),
+            )
         } else if timed_out(&err) {
             tracing::warn!(error = %err, "a statement ran past its limit");
             ApiError::Unavailable(
@@ -158,6 +163,14 @@ impl From<sqlx::Error> for ApiError {
             ApiError::Internal(err.into())
         }
     }
+}
+
+/// Whether a statement named a table, column, function or schema the database does not
+/// have (SQLSTATE 42P01, 42703, 42883, 3F000): a server started before `migrate` ran, or
+/// on a database never migrated. Not ready rather than broken: `/readyz` says the same.
+fn schema_behind(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("42P01" | "42703" | "42883" | "3F000")))
 }
 
 /// Whether PostgreSQL cancelled the statement at a limit the server set (a statement or a
