@@ -1137,13 +1137,25 @@ async fn verify_disputes_names_an_imported_dispute_made_invalid_or_deleted() {
 
 /// Payment 1 (100 USD, funded) with its deposit of 100, and `entries` besides.
 async fn load_funded_payment(mongo: &Database, entries: Vec<RawDocumentBuf>) {
+    load_payment_1(mongo, "100", "funded", "100", entries).await;
+}
+
+/// Payment 1 (`amount` USD, legacy `status`) with a deposit entry of `deposit`, and
+/// `entries` besides.
+async fn load_payment_1(
+    mongo: &Database,
+    amount: &str,
+    status: &str,
+    deposit: &str,
+    entries: Vec<RawDocumentBuf>,
+) {
     insert(
         mongo,
         "payments",
-        vec![payment_doc(1, "100", "USD", "funded", 1)],
+        vec![payment_doc(1, amount, "USD", status, 1)],
     )
     .await;
-    let mut all = vec![entry_doc(1, Some(oid(1)), "deposit", "100", 2)];
+    let mut all = vec![entry_doc(1, Some(oid(1)), "deposit", deposit, 2)];
     all.extend(entries);
     insert(mongo, "fundsledgerentries", all).await;
 }
@@ -1364,18 +1376,7 @@ async fn a_run_stopped_by_a_signal_says_how_to_resume() {
 async fn a_retry_that_puts_a_history_right_clears_its_status_disagreement() {
     let db = TestDb::new().await;
     let (mongo, name) = legacy_db("stale").await;
-    insert(
-        &mongo,
-        "payments",
-        vec![payment_doc(1, "10", "USD", "funded", 1)],
-    )
-    .await;
-    insert(
-        &mongo,
-        "fundsledgerentries",
-        vec![entry_doc(1, Some(oid(1)), "deposit", "10.001", 2)],
-    )
-    .await;
+    load_payment_1(&mongo, "10", "funded", "10.001", Vec::new()).await;
     ok(&import(&db, &name, &["payments"]));
     let listed = |kind: &'static str| {
         let pool = db.admin.clone();
@@ -1533,18 +1534,7 @@ async fn a_payment_without_a_purchase_request_imports_with_none() {
 async fn an_open_dispute_freezes_a_cancelled_payment_still_holding_money() {
     let db = TestDb::new().await;
     let (mongo, name) = legacy_db("cxfrozen").await;
-    insert(
-        &mongo,
-        "payments",
-        vec![payment_doc(1, "100", "USD", "cancelled", 1)],
-    )
-    .await;
-    insert(
-        &mongo,
-        "fundsledgerentries",
-        vec![entry_doc(1, Some(oid(1)), "deposit", "100", 2)],
-    )
-    .await;
+    load_payment_1(&mongo, "100", "cancelled", "100", Vec::new()).await;
     open_dispute_on_payment_1(&mongo).await;
     ok(&import(&db, &name, &["payments"]));
     ok(&import(&db, &name, &["disputes"]));
