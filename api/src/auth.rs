@@ -201,23 +201,66 @@ pub fn new_token() -> String {
     format!("el_{}", hex::encode(Sha256::digest(&bytes)))
 }
 
-/// `escrow-ledger token`: prints a token and its tokens-file line.
+/// `escrow-ledger token`: prints a token and its tokens-file line, or appends the line to
+/// a tokens file and prints the token alone.
 ///
 /// # Errors
-/// An unknown role or a name with blanks.
-pub fn print_new_token(role: &str, name: &str) -> anyhow::Result<ExitCode> {
+/// An unknown role, a name with blanks, or a tokens file that cannot be read, is not a
+/// valid tokens file, or would not be one with the new line (the name holds another role).
+pub fn print_new_token(
+    role: &str,
+    name: &str,
+    tokens_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let role = Role::parse(role)
         .ok_or_else(|| anyhow::anyhow!("--role must be coordinator, admin or finance"))?;
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '#') {
         anyhow::bail!("--name must be non-empty, without blanks or '#'");
     }
     let token = new_token();
-    println!("token: {token}");
-    println!(
-        "tokens file line: {role} {name} {}",
-        hex::encode(hash_token(&token))
-    );
+    let line = format!("{} {name} {}", role.as_str(), hex::encode(hash_token(&token)));
+    match tokens_file {
+        None => {
+            println!("token: {token}");
+            println!("tokens file line: {line}");
+        }
+        Some(path) => {
+            append_line(path, &line)?;
+            println!("token: {token}");
+            println!("added to {}: {role} {name}", path.display(), role = role.as_str());
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Appends a token's line to a tokens file, once the file with the line still parses.
+fn append_line(path: &Path, line: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(TokensError::Read {
+                path: path.display().to_string(),
+                source,
+            }
+            .into())
+        }
+    };
+    let separator = if existing.is_empty() || existing.ends_with('\n') { "" } else { "\n" };
+    let text = format!("{separator}{line}\n");
+    Tokens::parse(&format!("{existing}{text}"))
+        .map_err(|e| anyhow::anyhow!("{}: nothing added: {e}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open tokens file {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write tokens file {}: {e}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -59,8 +59,12 @@ pub enum Command {
         /// Who the token is for (recorded as the actor of every event it causes).
         #[arg(long)]
         name: String,
+        /// Append the token's line to this tokens file (created, readable by its owner
+        /// only, if absent) and print only the token: the file stays one `serve` accepts.
+        #[arg(long, value_name = "FILE")]
+        tokens_file: Option<std::path::PathBuf>,
     },
-    /// Benchmarks (not tests): `bench append`.
+    /// Benchmarks (not tests): `bench append`, `bench import`, `bench rebuild`.
     Bench(crate::bench::BenchArgs),
 }
 
@@ -119,7 +123,11 @@ fn describe(err: &anyhow::Error) -> String {
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.database_url.as_deref();
     match cli.command {
-        Command::Token { role, name } => crate::auth::print_new_token(&role, &name),
+        Command::Token {
+            role,
+            name,
+            tokens_file,
+        } => crate::auth::print_new_token(&role, &name, tokens_file.as_deref()),
         Command::Migrate => {
             let options = db::resolve(url, cli.data_dir).await?;
             let applied = db::migrate(&options).await?;

@@ -33,7 +33,8 @@ pub struct DemoArgs {
     /// How many payments the day has.
     #[arg(long, default_value_t = 300)]
     pub payments: usize,
-    /// Play the day, print, and exit instead of serving until Ctrl-C.
+    /// Play the day (through a private port), print the report, and exit instead of
+    /// serving until Ctrl-C; no tokens or curl lines are printed, since nothing serves.
     #[arg(long)]
     pub no_serve: bool,
 }
@@ -81,7 +82,10 @@ pub async fn run(
         notifier: ledger::store::Notifier::spawn(pool.clone()),
         commits: crate::commands::GroupCommit::spawn(&pool),
     };
-    let listener = match tokio::net::TcpListener::bind(&args.bind).await {
+    // Without serving afterwards the day is still played over HTTP, through a port of
+    // its own that nothing else is told about.
+    let bind = if args.no_serve { "127.0.0.1:0" } else { args.bind.as_str() };
+    let listener = match tokio::net::TcpListener::bind(bind).await {
         Ok(l) => l,
         Err(e) => {
             println!("  {} is not free ({e}); using any free port", args.bind);
@@ -98,7 +102,11 @@ pub async fn run(
             })
             .await
     });
-    println!("  serving on {base} with the projectors");
+    if args.no_serve {
+        println!("  playing through {base} (stopped at the end: --no-serve)");
+    } else {
+        println!("  serving on {base} with the projectors");
+    }
 
     let client = Client {
         http: reqwest::Client::new(),
@@ -114,12 +122,16 @@ pub async fn run(
         played.disputes
     );
     report(&client, &tokens, played.last_position).await?;
-    print_explore(
-        &base,
-        &tokens,
-        played.example_payment,
-        played.example_dispute,
-    );
+    if args.no_serve {
+        print_sql_hint();
+    } else {
+        print_explore(
+            &base,
+            &tokens,
+            played.example_payment,
+            played.example_dispute,
+        );
+    }
     std::io::stdout().flush()?;
 
     if !args.no_serve {
@@ -592,6 +604,11 @@ fn print_explore(base: &str, t: &DemoTokens, payment: Option<String>, dispute: O
         "    curl -s -H 'Authorization: Bearer {}' {base}/openapi.json",
         t.finance
     );
+    print_sql_hint();
+}
+
+/// What to query with SQL: the finance views hold the day after the demo stops too.
+fn print_sql_hint() {
     println!("  SQL: the views of schema `finance` (docs/read-views.md), e.g.");
     println!("    SELECT provider, asset, sum(payments), sum(deposited), sum(fees) FROM finance.reconciliation_buckets GROUP BY 1, 2;");
 }

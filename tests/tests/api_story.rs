@@ -296,3 +296,45 @@ async fn roles_decide_who_may_post_what() {
     drop(server);
     db.drop_db().await;
 }
+
+/// The README's session is `scripts/story.sh`: it runs against a live server, checks each
+/// answer's status, and tells a new story each time (its keys and deposit reference are
+/// the new payment's), so a second run succeeds too.
+#[tokio::test]
+async fn the_readme_story_script_runs_and_runs_again() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &["--no-projectors"]);
+    let dir = std::env::temp_dir().join(format!("el-story-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, token) in [
+        ("c.txt", &server.tokens.coordinator),
+        ("a.txt", &server.tokens.admin),
+        ("f.txt", &server.tokens.finance),
+    ] {
+        std::fs::write(dir.join(file), format!("token: {token}\n")).unwrap();
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/story.sh");
+    for run in 1..=2 {
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .current_dir(&dir)
+            .env("API", &server.base)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "run {run}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("\"code\":\"escrow_frozen\""), "{stdout}");
+        assert!(stdout.contains("\"code\":\"forbidden\""), "{stdout}");
+        assert!(stdout.contains("DisputeSettled"), "{stdout}");
+        assert_eq!(stdout.matches(" PayoutMade ").count(), 2, "{stdout}");
+    }
+    let pool = db.service_pool(1).await;
+    assert_eq!(balance(&pool, "platform:fees").await, Decimal::new(500, 2));
+    assert_eq!(balance(&pool, "external:stripe").await, Decimal::new(-500, 2));
+    std::fs::remove_dir_all(&dir).unwrap();
+    db.drop_db().await;
+}

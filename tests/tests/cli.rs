@@ -49,6 +49,51 @@ fn token_prints_a_token_and_only_its_hash_for_the_file() {
     assert!(!bad.status.success());
 }
 
+/// `--tokens-file` appends the line (the file created for its owner alone) and prints the
+/// token only; a token that would make the file one `serve` refuses adds nothing.
+#[test]
+fn token_appends_to_a_tokens_file_and_keeps_it_valid() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("el-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens");
+    let _ = std::fs::remove_file(&file);
+    let f = file.to_str().unwrap();
+    let mint = |role: &str, name: &str| {
+        run_binary(
+            &["token", "--role", role, "--name", name, "--tokens-file", f],
+            &[],
+        )
+    };
+    let first = mint("coordinator", "checkout");
+    assert!(first.status.success(), "{first:?}");
+    let out = String::from_utf8_lossy(&first.stdout);
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(!out.contains("tokens file line"), "{out}");
+    assert!(mint("admin", "ops").status.success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let hash = hex_lower(&sha2::Sha256::digest(token.as_bytes()));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], format!("coordinator checkout {hash}"));
+    assert!(lines[1].starts_with("admin ops "), "{text}");
+    assert!(!text.contains(&token));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let clash = mint("admin", "checkout");
+    assert_eq!(clash.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(err.contains("nothing added") && err.contains("one name, one role"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn hex_lower(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::new(), |mut s, b| {
@@ -111,9 +156,9 @@ fn stop_cluster(dir: &std::path::Path) {
     assert!(status.success());
 }
 
-/// The quick start as the README gives it, on a fresh database: a day of 300 payments
-/// played over HTTP, the trial balance and the
-/// reconciliation report printed, the tokens and URLs to explore with.
+/// The quick start on a fresh database, with `--no-serve`: a day of 300 payments played
+/// over HTTP, the trial balance and the reconciliation report printed, and no tokens or
+/// URLs of a server that is gone when it exits.
 #[tokio::test]
 async fn demo_plays_a_day_and_prints_what_to_look_at() {
     let db = TestDb::new().await;
@@ -131,10 +176,14 @@ async fn demo_plays_a_day_and_prints_what_to_look_at() {
         "TRIAL BALANCE",
         "balanced: true",
         "RECONCILIATION",
-        "EXPLORE",
-        "/v1/reconciliation/buckets",
+        "playing through http://127.0.0.1:",
+        "finance.reconciliation_buckets",
     ] {
         assert!(stdout.contains(part), "no {part:?} in:\n{stdout}");
+    }
+    // Nothing serves once it has printed: no tokens or curl lines that cannot work.
+    for part in ["EXPLORE", "Bearer", "serving on"] {
+        assert!(!stdout.contains(part), "{part:?} in:\n{stdout}");
     }
     let scalar = |sql: &'static str| {
         let admin = db.admin.clone();
