@@ -218,7 +218,11 @@ pub fn print_new_token(
         anyhow::bail!("--name must be non-empty, without blanks or '#'");
     }
     let token = new_token();
-    let line = format!("{} {name} {}", role.as_str(), hex::encode(hash_token(&token)));
+    let line = format!(
+        "{} {name} {}",
+        role.as_str(),
+        hex::encode(hash_token(&token))
+    );
     match tokens_file {
         None => {
             println!("token: {token}");
@@ -227,7 +231,11 @@ pub fn print_new_token(
         Some(path) => {
             append_line(path, &line)?;
             println!("token: {token}");
-            println!("added to {}: {role} {name}", path.display(), role = role.as_str());
+            println!(
+                "added to {}: {role} {name}",
+                path.display(),
+                role = role.as_str()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -247,7 +255,11 @@ fn append_line(path: &Path, line: &str) -> anyhow::Result<()> {
             .into())
         }
     };
-    let separator = if existing.is_empty() || existing.ends_with('\n') { "" } else { "\n" };
+    let separator = if existing.is_empty() || existing.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
     let text = format!("{separator}{line}\n");
     Tokens::parse(&format!("{existing}{text}"))
         .map_err(|e| anyhow::anyhow!("{}: nothing added: {e}", path.display()))?;

@@ -84,7 +84,11 @@ pub async fn run(
     };
     // Without serving afterwards the day is still played over HTTP, through a port of
     // its own that nothing else is told about.
-    let bind = if args.no_serve { "127.0.0.1:0" } else { args.bind.as_str() };
+    let bind = if args.no_serve {
+        "127.0.0.1:0"
+    } else {
+        args.bind.as_str()
+    };
     let listener = match tokio::net::TcpListener::bind(bind).await {
         Ok(l) => l,
         Err(e) => {

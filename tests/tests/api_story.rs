@@ -334,7 +334,10 @@ async fn the_readme_story_script_runs_and_runs_again() {
     }
     let pool = db.service_pool(1).await;
     assert_eq!(balance(&pool, "platform:fees").await, Decimal::new(500, 2));
-    assert_eq!(balance(&pool, "external:stripe").await, Decimal::new(-500, 2));
+    assert_eq!(
+        balance(&pool, "external:stripe").await,
+        Decimal::new(-500, 2)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     db.drop_db().await;
 }

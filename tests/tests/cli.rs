@@ -89,7 +89,10 @@ fn token_appends_to_a_tokens_file_and_keeps_it_valid() {
     let clash = mint("admin", "checkout");
     assert_eq!(clash.status.code(), Some(1));
     let err = String::from_utf8_lossy(&clash.stderr);
-    assert!(err.contains("nothing added") && err.contains("one name, one role"), "{err}");
+    assert!(
+        err.contains("nothing added") && err.contains("one name, one role"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
     std::fs::remove_dir_all(&dir).unwrap();
 }
