@@ -66,6 +66,8 @@ struct PaymentRow {
     paid_out_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
     last_position: i64,
+    created_tx: i64,
+    created_position: i64,
 }
 
 /// What the projector keeps beside the aggregate's state.
@@ -75,6 +77,9 @@ struct Extra {
     paid_out_at: Option<DateTime<Utc>>,
     updated_at: Option<DateTime<Utc>>,
     last_position: i64,
+    /// The creation event's place in the feed (transaction, position): the order pages
+    /// of payments follow, since rows become visible in it.
+    created: Option<(i64, i64)>,
 }
 
 impl PaymentRow {
@@ -130,6 +135,7 @@ impl PaymentRow {
             paid_out_at: self.paid_out_at,
             updated_at: Some(self.updated_at),
             last_position: self.last_position,
+            created: Some((self.created_tx, self.created_position)),
         };
         Ok((payment, extra))
     }
@@ -141,7 +147,9 @@ impl PaymentRow {
                 "payment stream {id} has events but no PaymentCreated before them"
             ));
         };
-        let (Some(created_at), Some(updated_at)) = (p.created_at, extra.updated_at) else {
+        let (Some(created_at), Some(updated_at), Some((created_tx, created_position))) =
+            (p.created_at, extra.updated_at, extra.created)
+        else {
             return Err(format!("payment {id} has no creation time"));
         };
         Ok(PaymentRow {
@@ -178,6 +186,8 @@ impl PaymentRow {
             paid_out_at: extra.paid_out_at,
             updated_at,
             last_position: extra.last_position,
+            created_tx,
+            created_position,
         })
     }
 }
@@ -391,6 +401,9 @@ fn fold(payment: &mut Payment, extra: &mut Extra, e: &FeedEvent) -> Result<(), P
     }
     extra.updated_at = Some(e.occurred_at);
     extra.last_position = e.position;
+    if e.version == 1 {
+        extra.created = Some((e.tx_id, e.position));
+    }
     Ok(())
 }
 
@@ -560,6 +573,7 @@ mod tests {
         let extra = Extra {
             updated_at: Some(now),
             last_position: 9,
+            created: Some((7, 1)),
             ..Extra::default()
         };
         let row = PaymentRow::from_state(id, &p, &extra).unwrap();

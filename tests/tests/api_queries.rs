@@ -390,6 +390,27 @@ async fn queries_read_their_writes_page_filter_and_check_rights() {
     );
     let (s, _) = server.get("/v1/reconciliation/buckets", &admin).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // Filters no payment can match are typos, not "zero payments"; buckets are whole days.
+    for bad in [
+        "status=relased",
+        "asset=usd",
+        "asset=XYZ",
+        "provider=STRIPE",
+        "from=2026-12-03&to=2026-12-02",
+        "to=2026-12-02T10:00:00Z",
+    ] {
+        let (s, v) = server
+            .get(&format!("/v1/reconciliation/buckets?{bad}"), &finance)
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(v["code"], "validation_failed", "{bad}");
+    }
+    let (s, v) = server.get("/v1/payments?provider=STRIPE", &finance).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = server
+        .get("/v1/reconciliation/buckets?from=2026-12-02&to=2026-12-02&asset=USD&status=funded&provider=stripe", &finance)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (s, tb) = server
         .get(
             &format!("/v1/reconciliation/trial-balance?min_position={p}"),
@@ -654,4 +675,99 @@ fn project_now(db: &TestDb) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A payment stamped before the cursor's last payment but committed after a page was
+/// handed out (as a command decided earlier and committed later is) is on a later page,
+/// never skipped: pages follow the feed, the order rows become visible in.
+#[tokio::test]
+async fn a_payment_committed_while_a_client_pages_is_not_skipped() {
+    use ledger::event::{Actor, ExpectedVersion, Metadata, NewEvent, StreamAppend};
+    use ledger::payment::PaymentCreated;
+    use ledger::{Asset, Reference};
+
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &[]);
+    let coord = server.tokens.coordinator.clone();
+    let seller = Uuid::new_v4();
+    let (first, _) = create(&server, seller, "10.00", "stripe").await;
+    let (second, p) = create(&server, seller, "11.00", "stripe").await;
+    let page = |cursor: String, min: i64| {
+        let server = &server;
+        let coord = &coord;
+        async move {
+            let (s, v) = server
+                .get(
+                    &format!(
+                        "/v1/payments?seller={seller}&limit=1&min_position={min}&cursor={cursor}"
+                    ),
+                    coord,
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let ids: Vec<String> = v["payments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_owned())
+                .collect();
+            (ids, v["next_cursor"].as_str().map(str::to_owned))
+        }
+    };
+    let (ids, cursor) = page(String::new(), p).await;
+    assert_eq!(ids, vec![first.clone()]);
+    let mut cursor = cursor.expect("a second page");
+
+    // Created a minute before both, committed now.
+    let late = Uuid::new_v4();
+    let created = PaymentCreated {
+        payment_id: late,
+        buyer: Reference::Entity { id: Uuid::new_v4() },
+        seller: Reference::Entity { id: seller },
+        purchase_request: Some(Reference::Entity { id: Uuid::new_v4() }),
+        seller_offer: None,
+        amount: rust_decimal::Decimal::new(1200, 2),
+        asset: Asset::Usd,
+        provider: "stripe".into(),
+        metadata: None,
+    };
+    let meta = Metadata {
+        correlation_id: Uuid::new_v4(),
+        causation_id: None,
+        actor: Actor {
+            name: "late-writer".into(),
+            role: "coordinator".into(),
+        },
+        source: "test".into(),
+        legacy: None,
+    };
+    let store = ledger::store::EventStore::new(db.service_pool(1).await);
+    let appended = store
+        .append(&[StreamAppend {
+            stream_id: late,
+            stream_type: "payment".into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![NewEvent::new(
+                "PaymentCreated",
+                serde_json::to_value(&created).unwrap(),
+                &meta,
+                chrono::Utc::now() - chrono::TimeDelta::minutes(1),
+                Vec::new(),
+            )],
+        }])
+        .await
+        .unwrap();
+    let min = appended.last().unwrap().position;
+
+    let mut rest = Vec::new();
+    loop {
+        let (ids, next) = page(cursor.clone(), min).await;
+        rest.extend(ids);
+        match next {
+            Some(c) => cursor = c,
+            None => break,
+        }
+    }
+    assert_eq!(rest, vec![second, late.to_string()]);
+    db.drop_db().await;
 }

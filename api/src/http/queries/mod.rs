@@ -161,11 +161,40 @@ fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
         .map_err(|_| ApiError::validation(format!("{field} must be an RFC 3339 time")))
 }
 
-/// A UTC day: `YYYY-MM-DD`, or an RFC 3339 instant's UTC day.
-fn day(field: &str, text: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .or_else(|_| instant(field, text).map(|t| t.date_naive()))
-        .map_err(|_| ApiError::validation(format!("{field} must be a date (YYYY-MM-DD)")))
+/// A UTC day, `YYYY-MM-DD`: buckets are whole days, so an instant (which would widen to
+/// its whole day, silently) is refused.
+fn whole_day(field: &str, text: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        ApiError::validation(format!(
+            "{field} must be a UTC day (YYYY-MM-DD): buckets hold whole days"
+        ))
+    })
+}
+
+/// A provider filter: a provider name can only be `[a-z0-9_]+`, so anything else is a
+/// typo that would read as "no payments".
+fn provider_param(provider: &str) -> Result<(), ApiError> {
+    if ledger::account::is_valid_provider(provider) {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!(
+            "provider {provider:?} is not a provider name ([a-z0-9_]+)"
+        )))
+    }
+}
+
+/// A payment status filter: one the ledger knows.
+fn status_param(status: &str) -> Result<(), ApiError> {
+    let value = serde_json::Value::String(status.to_owned());
+    if serde_json::from_value::<ledger::payment::PaymentStatus>(value).is_ok() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!(
+            "status {status:?} is not a payment status (awaiting_deposit, partially_funded, \
+             funded, partially_released, partially_refunded, released, refunded, settled, \
+             disputed, cancelled)"
+        )))
+    }
 }
 
 /// A party reference read back from its account-key form, as the contract writes it.

@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    cursor_in, cursor_out, instant, money, page_size, query, reference, reference_param,
-    wait_projected,
+    cursor_in, cursor_out, instant, money, page_size, provider_param, query, reference,
+    reference_param, status_param, wait_projected,
 };
 use crate::auth::Role;
 use crate::http::dto;
@@ -56,6 +56,15 @@ struct Row {
     version: i64,
     last_position: i64,
     metadata: Option<Value>,
+}
+
+/// A row of a page: the payment and its creation's place in the feed (the page order).
+#[derive(sqlx::FromRow)]
+struct ListRow {
+    #[sqlx(flatten)]
+    row: Row,
+    created_tx: i64,
+    created_position: i64,
 }
 
 const COLUMNS: &str = "payment_id, status, asset, provider, buyer, seller, purchase_request, \
@@ -208,7 +217,7 @@ pub async fn one(
         .ok_or_else(|| ApiError::NotFound(format!("no payment {id}")))
 }
 
-/// Filters and paging of the payments list (oldest first).
+/// Filters and paging of the payments list (in the order the ledger recorded them).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -239,13 +248,14 @@ pub struct ListQuery {
 /// A page of payments.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentPage {
-    /// The payments, oldest first.
+    /// The payments, in the order their creation was recorded (feed order).
     pub payments: Vec<PaymentView>,
     /// Pass as `cursor` for the next page; absent on the last.
     pub next_cursor: Option<String>,
 }
 
-/// Payments, filtered, oldest first, a page at a time.
+/// Payments, filtered, in the order the ledger recorded their creation, a page at a time:
+/// a payment recorded while a client pages comes after every page already handed out.
 #[utoipa::path(get, operation_id = "list_payments", path = "/v1/payments", tag = "queries", params(ListQuery),
     responses((status = 200, body = PaymentPage), (status = 400), (status = 503)))]
 pub async fn list(
@@ -256,16 +266,12 @@ pub async fn list(
     caller.require(READERS, "read payments")?;
     let q = query(q)?;
     let limit = page_size(q.limit)?;
-    // A status that does not exist is a typo, not "no payments".
+    // A status or provider that cannot exist is a typo, not "no payments".
     if let Some(status) = q.status.as_deref() {
-        let value = serde_json::Value::String(status.to_owned());
-        if serde_json::from_value::<ledger::payment::PaymentStatus>(value).is_err() {
-            return Err(ApiError::validation(format!(
-                "status {status:?} is not a payment status (awaiting_deposit, partially_funded, \
-                 funded, partially_released, partially_refunded, released, refunded, settled, \
-                 disputed, cancelled)"
-            )));
-        }
+        status_param(status)?;
+    }
+    if let Some(provider) = q.provider.as_deref() {
+        provider_param(provider)?;
     }
     let buyer = q
         .buyer
@@ -279,16 +285,20 @@ pub async fn list(
         .transpose()?;
     let from = q.from.as_deref().map(|t| instant("from", t)).transpose()?;
     let to = q.to.as_deref().map(|t| instant("to", t)).transpose()?;
-    let after: Option<(DateTime<Utc>, Uuid)> = cursor_in(q.cursor.as_deref())?;
+    // Pages follow the payments' creation in feed order (transaction, position), the
+    // order in which their rows become visible: a payment whose creation commits while
+    // a reader pages sorts after every payment already shown, so no page skips it (by
+    // `created_at`, stamped before the commit, one could land behind the cursor).
+    let after: Option<(i64, i64)> = cursor_in(q.cursor.as_deref())?;
     wait_projected(&state, &[Projection::Payments], q.min_position).await?;
-    let mut rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM finance.payments \
+    let mut rows: Vec<ListRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, created_tx, created_position FROM finance.payments \
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR provider = $2) \
            AND ($3::text IS NULL OR buyer = $3) AND ($4::text IS NULL OR seller = $4) \
            AND ($5::timestamptz IS NULL OR created_at >= $5) \
            AND ($6::timestamptz IS NULL OR created_at < $6) \
-           AND ($7::timestamptz IS NULL OR (created_at, payment_id) > ($7, $8)) \
-         ORDER BY created_at, payment_id LIMIT $9"
+           AND ($7::int8 IS NULL OR (created_tx, created_position) > ($7, $8)) \
+         ORDER BY created_tx, created_position LIMIT $9"
     ))
     .bind(q.status.as_deref())
     .bind(q.provider.as_deref())
@@ -306,11 +316,11 @@ pub async fn list(
     let next_cursor = more
         .then(|| {
             rows.last()
-                .map(|r| cursor_out(&(r.created_at, r.payment_id)))
+                .map(|r| cursor_out(&(r.created_tx, r.created_position)))
         })
         .flatten();
     Ok(Json(PaymentPage {
-        payments: rows.into_iter().map(PaymentView::from).collect(),
+        payments: rows.into_iter().map(|r| PaymentView::from(r.row)).collect(),
         next_cursor,
     }))
 }

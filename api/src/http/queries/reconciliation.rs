@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{csv, day, instant, money_text, query, wait_projected, wants_csv};
+use super::{
+    csv, instant, money_text, provider_param, query, status_param, wait_projected, wants_csv,
+    whole_day,
+};
 use crate::auth::Role;
 use crate::http::extract::Caller;
 use crate::http::problem::ApiError;
@@ -115,8 +118,33 @@ pub async fn buckets(
     caller.require(READERS, "read reconciliation reports")?;
     let q = query(q)?;
     let group = grouping(q.group_by.as_deref())?;
-    let from = q.from.as_deref().map(|t| day("from", t)).transpose()?;
-    let to = q.to.as_deref().map(|t| day("to", t)).transpose()?;
+    let from = q
+        .from
+        .as_deref()
+        .map(|t| whole_day("from", t))
+        .transpose()?;
+    let to = q.to.as_deref().map(|t| whole_day("to", t)).transpose()?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(ApiError::validation(format!(
+                "from ({f}) is after to ({t}): no day is in that range"
+            )));
+        }
+    }
+    // A filter no payment can match is a typo, not "no payments".
+    if let Some(provider) = q.provider.as_deref() {
+        provider_param(provider)?;
+    }
+    if let Some(status) = q.status.as_deref() {
+        status_param(status)?;
+    }
+    if let Some(asset) = q.asset.as_deref() {
+        if asset.parse::<ledger::Asset>().is_err() {
+            return Err(ApiError::validation(format!(
+                "asset {asset:?} is not an asset code (USD, EUR, USDT, USDC, BTC, ETH)"
+            )));
+        }
+    }
     wait_projected(&state, &[Projection::Payments], q.min_position).await?;
     let filter = BucketFilter {
         from,
