@@ -32,7 +32,17 @@ pub async fn resolve(
         }
         None => crate::cluster::ensure_running(data_dir).await?.url,
     };
-    Ok(PgConnectOptions::from_str(&url)?)
+    // The parser's own words ("relative URL without a base") do not say which setting.
+    PgConnectOptions::from_str(&url).map_err(|e| {
+        let reason = match e {
+            sqlx::Error::Configuration(inner) => inner.to_string(),
+            other => other.to_string(),
+        };
+        anyhow::anyhow!(
+            "DATABASE_URL (or --database-url) is not a usable PostgreSQL URL \
+             (postgres://user@host:port/database?options): {reason}"
+        )
+    })
 }
 
 /// Applies the migrations (idempotent) as the connecting user.
@@ -40,7 +50,7 @@ pub async fn resolve(
 /// # Errors
 /// The database is unreachable or a migration fails.
 pub async fn migrate(options: &PgConnectOptions) -> anyhow::Result<Vec<i64>> {
-    let mut conn = PgConnection::connect_with(options).await?;
+    let mut conn = ledger::store::connect_once(options).await?;
     let before: Vec<i64> = applied(&mut conn).await.unwrap_or_default();
     MIGRATOR.run(&mut conn).await?;
     let after = applied(&mut conn).await?;

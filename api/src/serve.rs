@@ -101,9 +101,13 @@ pub async fn run(
     tracing::info!(%local, projectors = !args.no_projectors, "serving");
     let projectors =
         (!args.no_projectors).then(|| crate::project::Projectors::spawn(state.pool.clone()));
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    crate::http::listen::serve(
+        listener,
+        app(state),
+        crate::http::listen::Limits::default(),
+        shutdown(),
+    )
+    .await;
     if let Some(p) = projectors {
         p.stop().await;
     }

@@ -141,6 +141,36 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM to the server, as an orchestrator stopping it does.
+    ///
+    /// # Panics
+    /// When `kill` cannot be run.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the server process to exit, at most `within`: its exit status, or `None`
+    /// when it is still running.
+    ///
+    /// # Panics
+    /// When the process cannot be waited for.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends a request and returns the status, headers and the body as JSON (or a string).
     ///
     /// # Panics

@@ -25,6 +25,14 @@ fn an_empty_database_url_is_refused_not_taken_for_unset() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("set but empty"), "{err}");
+    // A malformed one names the setting, not only the URL parser's words.
+    let out = run_binary(&["migrate"], &[("DATABASE_URL", "notaurl")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DATABASE_URL") && err.contains("not a usable"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -95,6 +103,25 @@ fn token_appends_to_a_tokens_file_and_keeps_it_valid() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A database address that takes the connection and never answers (a hung host) stops
+/// `migrate` with a clear error after the connect limit, not silence for good (review
+/// helper-37).
+#[test]
+fn a_database_that_never_answers_is_an_error_not_a_hang() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "postgres://postgres@{}/escrow",
+        silent.local_addr().unwrap()
+    );
+    let started = std::time::Instant::now();
+    let out = run_binary(&["migrate"], &[("DATABASE_URL", url.as_str())]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not answer within 10 s"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    drop(silent);
 }
 
 fn hex_lower(bytes: &[u8]) -> String {

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
-use crate::http::problem::ApiError;
+use crate::http::problem::{retry_message, ApiError};
 
 /// The most streams one read statement asks for.
 const MAX_READ: usize = 64;
@@ -48,16 +48,25 @@ struct Wanted {
 /// A read statement's failure, told to each of its readers.
 #[derive(Debug, Clone)]
 struct Fault {
-    unavailable: bool,
+    /// The 503 message when the client should retry (see [`retry_message`]).
+    retry: Option<&'static str>,
     message: String,
+}
+
+impl Fault {
+    fn of(err: &sqlx::Error) -> Self {
+        Fault {
+            retry: retry_message(err),
+            message: err.to_string(),
+        }
+    }
 }
 
 impl From<Fault> for ApiError {
     fn from(f: Fault) -> Self {
-        if f.unavailable {
-            ApiError::Unavailable("the database is unavailable".into())
-        } else {
-            ApiError::Internal(anyhow::anyhow!(f.message))
+        match f.retry {
+            Some(message) => ApiError::Unavailable(message.to_owned()),
+            None => ApiError::Internal(anyhow::anyhow!(f.message)),
         }
     }
 }
@@ -149,10 +158,7 @@ async fn reader(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Wanted>>>) {
                 }
             }
             Err(e) => {
-                let fault = Fault {
-                    unavailable: store::is_unavailable(&e),
-                    message: e.to_string(),
-                };
+                let fault = Fault::of(&e);
                 tracing::error!(error = %e, streams = ids.len(), "a gathered stream read failed");
                 for w in waiting {
                     let _ = w.reply.send(Err(fault.clone()));
@@ -192,12 +198,9 @@ async fn one_by_one(pool: &PgPool, waiting: Vec<Wanted>) {
     for w in waiting {
         let read = tokio::time::timeout_at(deadline, store::read_stream(pool, w.stream_id)).await;
         let read = match read {
-            Ok(read) => read.map_err(|e| Fault {
-                unavailable: store::is_unavailable(&e),
-                message: e.to_string(),
-            }),
+            Ok(read) => read.map_err(|e| Fault::of(&e)),
             Err(_) => Err(Fault {
-                unavailable: true,
+                retry: Some("the database is unavailable"),
                 message: format!("stream reads ran past {READ_LIMIT:?}"),
             }),
         };

@@ -65,11 +65,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: Prometheus text. `database_up` is 1 when the scrape's own query of the
+/// database answered, else 0: an alert on it fires during an outage, when the lag gauges
+/// keep their last values.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(w) = ledger::store::watermark(&state.pool).await {
-        metrics::gauge!("feed_watermark_lag_events").set(i64_to_f64(w.held_back_events));
-        metrics::gauge!("feed_watermark_lag_seconds").set(i64_to_f64(w.held_back_ms) / 1000.0);
+    match ledger::store::watermark(&state.pool).await {
+        Ok(w) => {
+            metrics::gauge!("database_up").set(1.0);
+            metrics::gauge!("feed_watermark_lag_events").set(i64_to_f64(w.held_back_events));
+            metrics::gauge!("feed_watermark_lag_seconds").set(i64_to_f64(w.held_back_ms) / 1000.0);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: the database did not answer");
+            metrics::gauge!("database_up").set(0.0);
+        }
     }
     super::queries::projection_detail(&state).await;
     (

@@ -8,6 +8,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod legacy;
+pub mod listen;
 pub mod openapi;
 pub mod payments;
 pub mod problem;
@@ -92,6 +93,7 @@ pub fn app(state: AppState) -> Router {
         // After every route: it applies to the routes registered before it.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_declared_oversize))
         .layer(middleware::from_fn(|req: Request, next: Next| {
             time_limit(REQUEST_TIMEOUT, req, next)
         }))
@@ -128,6 +130,36 @@ pub fn timed_out(limit: Duration) -> ApiError {
     ))
 }
 
+/// Answers 413 at once for a body declared (`Content-Length`) over [`BODY_LIMIT`], rather
+/// than waiting for a body that may never come: the limit on what is read stays with
+/// `DefaultBodyLimit` (chunked bodies, lying lengths).
+async fn refuse_declared_oversize(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    next.run(req).await
+}
+
+/// The method as a metrics label: the methods the API knows, every other one as `other`
+/// (a label per client-made method would let anyone grow `/metrics` without bound).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// The problem for a method a known path does not take (the router adds `Allow`).
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{} does not take {method}", uri.path()))
@@ -139,6 +171,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
+    let method_label = method_label(req.method());
     let uri_path = req.uri().path().to_owned();
     let request_id = req
         .headers()
@@ -161,9 +194,9 @@ async fn track(req: Request, next: Next) -> Response {
         request_id = %request_id,
         "request"
     );
-    metrics::counter!("http_requests_total", "method" => method.clone(), "path" => path.clone(), "status" => status)
+    metrics::counter!("http_requests_total", "method" => method_label, "path" => path.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "path" => path)
+    metrics::histogram!("http_request_duration_seconds", "method" => method_label, "path" => path)
         .record(latency.as_secs_f64());
     response
 }

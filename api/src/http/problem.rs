@@ -146,22 +146,28 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        if ledger::store::is_unavailable(&err) {
-            tracing::error!(error = %err, "database unavailable");
-            ApiError::Unavailable("the database is unavailable".into())
-        } else if schema_behind(&err) {
-            tracing::error!(error = %err, "the database schema is behind this server");
-            ApiError::Unavailable(
-                "the database is not migrated for this server (run `escrow-ledger migrate`)".into(),
-            )
-        } else if timed_out(&err) {
-            tracing::warn!(error = %err, "a statement ran past its limit");
-            ApiError::Unavailable(
-                "the database did not answer in time; nothing was written, retry".into(),
-            )
-        } else {
-            ApiError::Internal(err.into())
+        match retry_message(&err) {
+            Some(message) => {
+                tracing::error!(error = %err, "{message}");
+                ApiError::Unavailable(message.to_owned())
+            }
+            None => ApiError::Internal(err.into()),
         }
+    }
+}
+
+/// The `unavailable` (503, retry) message for a database error that is not the server's
+/// fault, or `None` for one that is (500): the database unreachable, its schema behind
+/// this server, or a statement stopped at a limit the server set.
+pub(crate) fn retry_message(err: &sqlx::Error) -> Option<&'static str> {
+    if ledger::store::is_unavailable(err) {
+        Some("the database is unavailable")
+    } else if schema_behind(err) {
+        Some("the database is not migrated for this server (run `escrow-ledger migrate`)")
+    } else if timed_out(err) {
+        Some("the database did not answer in time; nothing was written, retry")
+    } else {
+        None
     }
 }
 

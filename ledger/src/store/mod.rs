@@ -15,7 +15,7 @@ pub use append::{append, append_or_refuse, Appended, AppendedEvent};
 pub use balance::{balance_of, lock_outflows};
 pub use error::{is_unavailable, StoreError};
 pub use notify::{Notifier, CHANNEL};
-pub use pool::{connect, PoolSettings, OWNER_ROLE, SERVICE_ROLE};
+pub use pool::{connect, connect_once, PoolSettings, CONNECT_LIMIT, OWNER_ROLE, SERVICE_ROLE};
 pub use read::{
     feed_position_of, read_feed, read_stream, read_streams, stream_version, watermark, Watermark,
 };

@@ -46,7 +46,7 @@ pub async fn connect(
     // One connection first, outside the pool: a role missing (a server never migrated)
     // is then its own error at once, where the pool would retry it until its acquire
     // timeout and answer "pool timed out".
-    let mut probe = PgConnection::connect_with(&options).await?;
+    let mut probe = connect_once(&options).await?;
     probe
         .execute(format!("SET ROLE {SERVICE_ROLE}").as_str())
         .await?;
@@ -66,4 +66,26 @@ pub async fn connect(
         })
         .connect_with(options)
         .await
+}
+
+/// The longest a first connection may take: a server that accepts the TCP connection and
+/// never answers (a hung host, a wrong port taken by another program) would otherwise
+/// hold a starting process silent for good.
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// One connection, or an error once [`CONNECT_LIMIT`] has passed without an answer.
+///
+/// # Errors
+/// The database is unreachable, refuses us, or does not answer in time.
+pub async fn connect_once(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    match tokio::time::timeout(CONNECT_LIMIT, PgConnection::connect_with(options)).await {
+        Ok(conn) => conn,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the database did not answer within {} s",
+                CONNECT_LIMIT.as_secs()
+            ),
+        ))),
+    }
 }
