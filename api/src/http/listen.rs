@@ -28,7 +28,9 @@ use tower::ServiceExt as _;
 pub struct Limits {
     /// Most connections open at once.
     pub max_connections: usize,
-    /// How long a connection may take to send a request's headers.
+    /// How long a connection may take to send a request's headers, counted from its
+    /// opening or its previous answer: hyper counts an idle keep-alive connection's wait
+    /// for its next request too, so this is also how long such a connection lasts.
     pub header_read_timeout: Duration,
     /// How long open connections may finish after the shutdown signal.
     pub shutdown_grace: Duration,
