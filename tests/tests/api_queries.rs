@@ -771,3 +771,51 @@ async fn a_payment_committed_while_a_client_pages_is_not_skipped() {
     assert_eq!(rest, vec![second, late.to_string()]);
     db.drop_db().await;
 }
+
+/// Money an administrator moved out of a payment's escrow shows in the payment's row
+/// (review helper-36: it read funded, 0.00 held, nothing released or refunded, and no
+/// figure said where the 100.00 went): deposited − released − refunded + escrow_adjusted
+/// is what is held.
+#[tokio::test]
+async fn an_escrow_adjustment_shows_in_the_payment() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, &[]);
+    let coord = server.tokens.coordinator.clone();
+    let admin = server.tokens.admin.clone();
+    let (id, _) = create(&server, Uuid::new_v4(), "100.00", "stripe").await;
+    command(
+        &server,
+        &coord,
+        &format!("/v1/payments/{id}/deposits"),
+        &json!({"amount": "100.00", "reference": "ch_adj"}),
+    )
+    .await;
+    let p = command(
+        &server,
+        &admin,
+        "/v1/adjustments",
+        &json!({"from": format!("escrow:{id}"), "to": "platform:adjustments",
+                "amount": "100.00", "asset": "USD", "reason": "chargeback outside the ledger",
+                "payment_id": id}),
+    )
+    .await;
+    let (s, v) = server
+        .get(&format!("/v1/payments/{id}?min_position={p}"), &coord)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["held"], "0.00", "{v}");
+    assert_eq!(v["deposited"], "100.00", "{v}");
+    assert_eq!(v["escrow_adjusted"], "-100.00", "{v}");
+    let sql: String = sqlx::query_scalar(
+        "SELECT escrow_adjusted::text FROM finance.payments WHERE payment_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        sql.parse::<rust_decimal::Decimal>().unwrap(),
+        rust_decimal::Decimal::new(-10000, 2)
+    );
+    db.drop_db().await;
+}

@@ -76,6 +76,9 @@ pub struct Payment {
     pub paid_out_seller: Decimal,
     /// Paid out to the buyer.
     pub paid_out_buyer: Decimal,
+    /// Net money adjustments moved into (+) or out of (−) the escrow: what explains
+    /// `held` beside deposits, releases and refunds once an administrator corrected it.
+    pub escrow_adjusted: Decimal,
     /// The open dispute freezing the escrow, if any.
     pub frozen_by: Option<Uuid>,
     /// When it was created.
@@ -332,7 +335,10 @@ impl Payment {
             return Ok(());
         };
         match account {
-            Account::Escrow(id) if *id == terms.payment_id => self.held = add(self.held, delta)?,
+            Account::Escrow(id) if *id == terms.payment_id => {
+                self.held = add(self.held, delta)?;
+                self.escrow_adjusted = add(self.escrow_adjusted, delta)?;
+            }
             Account::Seller(r) if *r == terms.seller => {
                 self.seller_share = add(self.seller_share, delta)?;
             }

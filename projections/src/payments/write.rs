@@ -53,14 +53,14 @@ async fn insert_statement(
              held, released, refunded, fees, aml_fees, seller_share, buyer_share, \
              paid_out_seller, paid_out_buyer, open_dispute_id, created_at, funded_at, \
              released_at, refunded_at, cancelled_at, disputed_at, paid_out_at, updated_at, \
-             last_position, created_tx, created_position) \
+             last_position, created_tx, created_position, escrow_adjusted) \
          SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], \
              $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::numeric[], \
              $12::numeric[], $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], \
              $17::numeric[], $18::numeric[], $19::numeric[], $20::numeric[], $21::numeric[], \
              $22::numeric[], $23::numeric[], $24::uuid[], $25::timestamptz[], \
              $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], $29::timestamptz[], \
-             $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::int8[], $34::int8[], $35::int8[])"
+             $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::int8[], $34::int8[], $35::int8[], $36::numeric[])"
     ))
     .bind(col(rows, |r| r.payment_id))
     .bind(col(rows, |r| r.version))
@@ -97,6 +97,7 @@ async fn insert_statement(
     .bind(col(rows, |r| r.last_position))
     .bind(col(rows, |r| r.created_tx))
     .bind(col(rows, |r| r.created_position))
+    .bind(col(rows, |r| r.escrow_adjusted))
     .execute(conn)
     .await?;
     Ok(())

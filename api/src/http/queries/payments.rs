@@ -43,6 +43,7 @@ struct Row {
     paid_out: Decimal,
     paid_out_seller: Decimal,
     paid_out_buyer: Decimal,
+    escrow_adjusted: Decimal,
     excess: Decimal,
     open_dispute_id: Option<Uuid>,
     created_at: DateTime<Utc>,
@@ -69,7 +70,7 @@ struct ListRow {
 
 const COLUMNS: &str = "payment_id, status, asset, provider, buyer, seller, purchase_request, \
     seller_offer, amount, deposited, held, released, refunded, fees, aml_fees, paid_out, \
-    paid_out_seller, paid_out_buyer, excess, open_dispute_id, created_at, funded_at, \
+    paid_out_seller, paid_out_buyer, escrow_adjusted, excess, open_dispute_id, created_at, funded_at, \
     released_at, refunded_at, cancelled_at, disputed_at, paid_out_at, updated_at, version, \
     last_position, metadata";
 
@@ -116,6 +117,10 @@ pub struct PaymentView {
     pub paid_out_seller: String,
     /// Paid out to the buyer.
     pub paid_out_buyer: String,
+    /// Net adjustments into (positive) or out of (negative) the escrow by an
+    /// administrator (`POST /v1/adjustments`) or imported: with deposits, releases and
+    /// refunds, what explains `held`.
+    pub escrow_adjusted: String,
     /// Deposits beyond the amount (refundable only).
     pub excess: String,
     /// The open dispute freezing the escrow.
@@ -167,6 +172,7 @@ impl From<Row> for PaymentView {
             paid_out: m(r.paid_out),
             paid_out_seller: m(r.paid_out_seller),
             paid_out_buyer: m(r.paid_out_buyer),
+            escrow_adjusted: m(r.escrow_adjusted),
             excess: m(r.excess),
             dispute_id: r.open_dispute_id,
             created_at: r.created_at,

@@ -27,6 +27,12 @@ fn adjust_moves_a_share_against_a_platform_account() {
     legs(&p, &events);
     let p = then(&p, &events);
     assert_eq!(p.held, d("95"));
+    // What explains `held` beside the deposit: 100 in, 5 adjusted out.
+    assert_eq!(p.escrow_adjusted, d("-5"));
+    assert_eq!(
+        p.deposited - p.released - p.refunded + p.escrow_adjusted,
+        p.held
+    );
     let cmd = adjustment(
         Account::PlatformSuspense,
         Account::Seller(Reference::entity(SELLER)),
@@ -99,6 +105,7 @@ fn an_imported_negative_escrow_moves_nothing_out_until_made_whole() {
     let fix = adjustment(Account::PlatformAdjustments, Account::Escrow(PAYMENT), "40");
     let p = then(&p, &p.adjust(&fix).unwrap());
     assert_eq!(p.held, d("10"));
+    assert_eq!(p.escrow_adjusted, d("40"));
     assert!(p.release(&Release::default()).is_ok());
 }
 
