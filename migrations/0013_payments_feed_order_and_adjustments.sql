@@ -1,6 +1,41 @@
--- A payment's escrow moved by an adjustment showed nowhere in its row (review helper-36:
--- 100.00 deposited, moved to platform:adjustments, and the payment read funded with 0.00
--- held and nothing released or refunded). Each row now carries the net of the
+-- Two changes to the payments read model, both found by review helper-36.
+--
+-- 1. GET /v1/payments paged by creation time skipped payments that committed while a
+-- reader paged (2 of 1,060 and 6 of 2,191 under load): a payment's `created_at`
+-- is stamped when its command is decided, before its transaction commits, so one stamped
+-- earlier could become visible after a page had passed its time. Projected rows become
+-- visible in feed order (committing transaction, position), so each payment row now
+-- carries its creation event's place in the feed, and pages follow it: a row that appears
+-- later always sorts after every row a reader has already been shown.
+SET LOCAL ROLE escrow_ledger_owner;
+
+DO $$
+DECLARE
+    s text;
+BEGIN
+    FOREACH s IN ARRAY ARRAY['a', 'b'] LOOP
+        EXECUTE format('ALTER TABLE projection.payments_%1$s
+                            ADD COLUMN created_tx bigint, ADD COLUMN created_position bigint', s);
+        EXECUTE format('UPDATE projection.payments_%1$s p
+                        SET created_tx = e.tx_id::text::int8, created_position = e.position
+                        FROM events e WHERE e.stream_id = p.payment_id AND e.version = 1', s);
+        EXECUTE format('ALTER TABLE projection.payments_%1$s
+                            ALTER COLUMN created_tx SET NOT NULL,
+                            ALTER COLUMN created_position SET NOT NULL', s);
+        EXECUTE format('CREATE INDEX payments_%1$s_feed_idx ON projection.payments_%1$s (created_tx, created_position)', s);
+        EXECUTE format('DROP INDEX projection.payments_%1$s_status_idx', s);
+        EXECUTE format('DROP INDEX projection.payments_%1$s_provider_idx', s);
+        EXECUTE format('CREATE INDEX payments_%1$s_status_idx ON projection.payments_%1$s (status, created_tx, created_position)', s);
+        EXECUTE format('CREATE INDEX payments_%1$s_provider_idx ON projection.payments_%1$s (provider, created_tx, created_position)', s);
+    END LOOP;
+END $$;
+
+COMMENT ON COLUMN projection.payments_a.created_tx IS 'The transaction of the payment''s creation event: with created_position, its place in the feed (the order GET /v1/payments pages in).';
+COMMENT ON COLUMN projection.payments_b.created_tx IS 'The transaction of the payment''s creation event: with created_position, its place in the feed (the order GET /v1/payments pages in).';
+
+-- 2. A payment's escrow moved by an adjustment showed nowhere in its row (100.00
+-- deposited, moved to platform:adjustments, and the payment read funded with 0.00 held
+-- and nothing released or refunded). Each row now carries the net of the
 -- adjustments into (+) or out of (-) its escrow, live (AdjustmentPosted) and imported
 -- (LedgerEntryImported of kind adjustment).
 --
@@ -9,8 +44,6 @@
 -- column as the projector applies them. The idle side is emptied by the next rebuild
 -- before it is used. No default: a server of the previous version, still running, fails
 -- to write a payment row (and retries) rather than write a 0 that is wrong.
-SET LOCAL ROLE escrow_ledger_owner;
-
 DO $$
 DECLARE
     s text;
