@@ -101,13 +101,15 @@ pub async fn run(
     tracing::info!(%local, projectors = !args.no_projectors, "serving");
     let projectors =
         (!args.no_projectors).then(|| crate::project::Projectors::spawn(state.pool.clone()));
-    crate::http::listen::serve(
-        listener,
-        app(state),
-        crate::http::listen::Limits::default(),
-        shutdown(),
-    )
-    .await;
+    // The pool's connections and a margin for files, logs and the runtime stay outside
+    // the cap on client connections.
+    let limits =
+        crate::http::listen::Limits::for_this_process(u64::from(args.max_connections) + 64);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        "client connection cap"
+    );
+    crate::http::listen::serve(listener, app(state), limits, shutdown()).await;
     if let Some(p) = projectors {
         p.stop().await;
     }

@@ -408,6 +408,13 @@ async fn queries_read_their_writes_page_filter_and_check_rights() {
     let (s, v) = server.get("/v1/payments?provider=STRIPE", &finance).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, v) = server
+        .get(
+            "/v1/payments?from=2026-12-03T00:00:00Z&to=2026-12-01T00:00:00Z",
+            &finance,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = server
         .get("/v1/reconciliation/buckets?from=2026-12-02&to=2026-12-02&asset=USD&status=funded&provider=stripe", &finance)
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");

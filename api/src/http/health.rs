@@ -65,22 +65,38 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// How long a scrape waits for its own query of the database: well within Prometheus'
+/// default 10 s scrape timeout, so an outage is scraped as `database_up 0` rather than
+/// as a failed scrape (review helper-38: it waited out the pool's limit).
+const SCRAPE_QUERY_LIMIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// `GET /metrics`: Prometheus text. `database_up` is 1 when the scrape's own query of the
-/// database answered, else 0: an alert on it fires during an outage, when the lag gauges
-/// keep their last values.
+/// database answered within [`SCRAPE_QUERY_LIMIT`], else 0: an alert on it fires during
+/// an outage, when the lag gauges keep their last values.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    match ledger::store::watermark(&state.pool).await {
-        Ok(w) => {
+    let watermark =
+        tokio::time::timeout(SCRAPE_QUERY_LIMIT, ledger::store::watermark(&state.pool)).await;
+    let up = matches!(watermark, Ok(Ok(_)));
+    match watermark {
+        Ok(Ok(w)) => {
             metrics::gauge!("database_up").set(1.0);
             metrics::gauge!("feed_watermark_lag_events").set(i64_to_f64(w.held_back_events));
             metrics::gauge!("feed_watermark_lag_seconds").set(i64_to_f64(w.held_back_ms) / 1000.0);
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: the database did not answer");
             metrics::gauge!("database_up").set(0.0);
         }
+        Err(_) => {
+            tracing::warn!("metrics: the database did not answer in time");
+            metrics::gauge!("database_up").set(0.0);
+        }
     }
-    super::queries::projection_detail(&state).await;
+    // The projectors' figures need the database too: without it they keep their last
+    // values rather than hold the scrape past its timeout.
+    if up {
+        super::queries::projection_detail(&state).await;
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -48,6 +48,29 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// [`Limits::default`], with the connection cap kept below the process's open-file
+    /// limit (review helper-38: under `ulimit -n 256` the cap of 4,096 never took effect,
+    /// accepts failed and health checks timed out): the soft limit is first raised to the
+    /// hard one, then `reserved` descriptors (the database pool, files, the health checks'
+    /// own connections) are kept out of the cap.
+    pub fn for_this_process(reserved: u64) -> Limits {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let mut limits = Limits::default();
+        let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return limits;
+        };
+        let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            hard
+        } else {
+            soft
+        };
+        let room = usize::try_from(soft.saturating_sub(reserved)).unwrap_or(usize::MAX);
+        limits.max_connections = limits.max_connections.min(room.max(16));
+        limits
+    }
+}
+
 /// Serves `app` on `listener` until `signal` completes, then lets open connections finish
 /// their requests for at most [`Limits::shutdown_grace`].
 pub async fn serve(

@@ -118,6 +118,9 @@ impl From<sqlx::Error> for RebuildError {
 /// # Errors
 /// The database is unreachable, or the connecting user may not act as the owner.
 pub async fn connect(options: PgConnectOptions, max: u32) -> Result<PgPool, sqlx::Error> {
+    // A first connection within the store's connect limit: a database that never answers
+    // is then said to be so, where the pool would report "pool timed out" after 30 s.
+    sqlx::Connection::close(ledger::store::connect_once(&options).await?).await?;
     PgPoolOptions::new()
         .max_connections(max)
         .after_connect(|conn, _| {

@@ -291,6 +291,13 @@ pub async fn list(
         .transpose()?;
     let from = q.from.as_deref().map(|t| instant("from", t)).transpose()?;
     let to = q.to.as_deref().map(|t| instant("to", t)).transpose()?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            return Err(ApiError::validation(format!(
+                "from ({f}) must be before to ({t}): from is inclusive, to exclusive"
+            )));
+        }
+    }
     // Pages follow the payments' creation in feed order (transaction, position), the
     // order in which their rows become visible: a payment whose creation commits while
     // a reader pages sorts after every payment already shown, so no page skips it (by
