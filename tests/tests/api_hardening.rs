@@ -703,10 +703,7 @@ async fn readyz_is_unavailable_while_a_migration_is_missing() {
     assert_eq!(ready["status"], "migrations_pending", "{ready}");
     // A table the server needs and the database lacks (a server deployed before its
     // migration): commands and queries are 503 too, not 500.
-    sqlx::query("ALTER TABLE idempotency_keys RENAME TO idempotency_keys_away")
-        .execute(&db.admin)
-        .await
-        .unwrap();
+    rename_table(&db, "idempotency_keys", "idempotency_keys_away").await;
     let coord = server.tokens.coordinator.clone();
     let (status, answer) = server
         .post(
@@ -723,16 +720,10 @@ async fn readyz_is_unavailable_while_a_migration_is_missing() {
         503,
         "unavailable",
     );
-    sqlx::query("ALTER TABLE idempotency_keys_away RENAME TO idempotency_keys")
-        .execute(&db.admin)
-        .await
-        .unwrap();
+    rename_table(&db, "idempotency_keys_away", "idempotency_keys").await;
     // Without the store itself, the commands' gathered stream reads fail: 503 as well
     // (review helper-37: they answered 500 on a database never migrated).
-    sqlx::query("ALTER TABLE events RENAME TO events_away")
-        .execute(&db.admin)
-        .await
-        .unwrap();
+    rename_table(&db, "events", "events_away").await;
     let (status, answer) = server
         .post(
             &format!("/v1/payments/{}/deposits", Uuid::new_v4()),
@@ -752,10 +743,7 @@ async fn readyz_is_unavailable_while_a_migration_is_missing() {
         answer["detail"].as_str().unwrap().contains("migrate"),
         "{answer}"
     );
-    sqlx::query("ALTER TABLE events_away RENAME TO events")
-        .execute(&db.admin)
-        .await
-        .unwrap();
+    rename_table(&db, "events_away", "events").await;
     assert!(
         ready["missing_migrations"]
             .to_string()
@@ -763,22 +751,24 @@ async fn readyz_is_unavailable_while_a_migration_is_missing() {
         "{ready}"
     );
     // A database never migrated answers too: it is pending all of them, not unreachable.
-    sqlx::query("ALTER TABLE _sqlx_migrations RENAME TO sqlx_migrations_away")
-        .execute(&db.admin)
-        .await
-        .unwrap();
+    rename_table(&db, "_sqlx_migrations", "sqlx_migrations_away").await;
     let (status, _, ready) = server.send("GET", "/readyz", None, None, &[]).await;
     assert_eq!(status.as_u16(), 503, "{ready}");
     assert_eq!(ready["status"], "migrations_pending", "{ready}");
     assert_eq!(ready["missing_migrations"][0], 1, "{ready}");
-    sqlx::query("ALTER TABLE sqlx_migrations_away RENAME TO _sqlx_migrations")
-        .execute(&db.admin)
-        .await
-        .unwrap();
+    rename_table(&db, "sqlx_migrations_away", "_sqlx_migrations").await;
     let (status, _, _) = server.send("GET", "/healthz", None, None, &[]).await;
     assert_eq!(status.as_u16(), 200);
     drop(server);
     db.drop_db().await;
+}
+
+/// Renames a table of the test database (a server's schema made to lag behind it).
+async fn rename_table(db: &TestDb, from: &str, to: &str) {
+    sqlx::query(&format!("ALTER TABLE {from} RENAME TO {to}"))
+        .execute(&db.admin)
+        .await
+        .unwrap();
 }
 
 /// Runs one statement on the cluster's maintenance database (not the test database).

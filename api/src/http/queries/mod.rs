@@ -171,6 +171,28 @@ fn whole_day(field: &str, text: &str) -> Result<NaiveDate, ApiError> {
     })
 }
 
+/// Refuses a `from`/`to` range that holds nothing: a typo, not "no payments". `from` is
+/// inclusive; with an exclusive `to`, `from == to` is empty too.
+fn non_empty_range<T: PartialOrd + std::fmt::Display>(
+    from: Option<T>,
+    to: Option<T>,
+    to_inclusive: bool,
+) -> Result<(), ApiError> {
+    match (from, to) {
+        (Some(f), Some(t)) if f > t || (!to_inclusive && f == t) => {
+            Err(ApiError::validation(format!(
+                "from ({f}) to ({t}) is an empty range (to is {})",
+                if to_inclusive {
+                    "inclusive"
+                } else {
+                    "exclusive"
+                }
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A provider filter: a provider name can only be `[a-z0-9_]+`, so anything else is a
 /// typo that would read as "no payments".
 fn provider_param(provider: &str) -> Result<(), ApiError> {

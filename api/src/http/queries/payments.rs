@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    cursor_in, cursor_out, instant, money, page_size, provider_param, query, reference,
-    reference_param, status_param, wait_projected,
+    cursor_in, cursor_out, instant, money, non_empty_range, page_size, provider_param, query,
+    reference, reference_param, status_param, wait_projected,
 };
 use crate::auth::Role;
 use crate::http::dto;
@@ -291,13 +291,7 @@ pub async fn list(
         .transpose()?;
     let from = q.from.as_deref().map(|t| instant("from", t)).transpose()?;
     let to = q.to.as_deref().map(|t| instant("to", t)).transpose()?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f >= t {
-            return Err(ApiError::validation(format!(
-                "from ({f}) must be before to ({t}): from is inclusive, to exclusive"
-            )));
-        }
-    }
+    non_empty_range(from, to, false)?;
     // Pages follow the payments' creation in feed order (transaction, position), the
     // order in which their rows become visible: a payment whose creation commits while
     // a reader pages sorts after every payment already shown, so no page skips it (by

@@ -15,8 +15,8 @@ use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    csv, instant, money_text, provider_param, query, status_param, wait_projected, wants_csv,
-    whole_day,
+    csv, instant, money_text, non_empty_range, provider_param, query, status_param, wait_projected,
+    wants_csv, whole_day,
 };
 use crate::auth::Role;
 use crate::http::extract::Caller;
@@ -124,13 +124,7 @@ pub async fn buckets(
         .map(|t| whole_day("from", t))
         .transpose()?;
     let to = q.to.as_deref().map(|t| whole_day("to", t)).transpose()?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f > t {
-            return Err(ApiError::validation(format!(
-                "from ({f}) is after to ({t}): no day is in that range"
-            )));
-        }
-    }
+    non_empty_range(from, to, true)?;
     // A filter no payment can match is a typo, not "no payments".
     if let Some(provider) = q.provider.as_deref() {
         provider_param(provider)?;
